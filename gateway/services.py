@@ -1,0 +1,131 @@
+"""Accounts and tokens: the only code that creates, derives, checks or revokes a token."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from gateway.models import Account, ApiToken, User
+
+API_TOKEN_PREFIX = "sgw_"  # noqa: S105 (a label, not a secret)
+
+
+class TokenNotFound(Exception):
+    pass
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_token(account: Account, name: str) -> tuple[ApiToken, str]:
+    """Make a new named API token and return it with its secret, which is not kept anywhere.
+
+    The caller shows the secret once; afterwards only its hash and prefix exist.
+    """
+    secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        account=account,
+        name=name.strip()[:100] or "API token",
+        kind=ApiToken.Kind.API,
+        token_hash=hash_token(secret),
+        prefix=secret[:12],
+    )
+    return token, secret
+
+
+def _derive_compat_token(account: Account) -> str:
+    # 128 bits as 32 lower-case hex characters: the shape SMSGateway24 clients know.
+    return salted_hmac(
+        "gateway.compat-token", account.compat_token_salt, algorithm="sha256"
+    ).hexdigest()[:32]
+
+
+def compat_token(account: Account) -> str:
+    """Return the account's SMSGateway24 token: the same value on every call.
+
+    The token is derived from the server secret and the account's salt, so the database
+    holds only its hash. The first call (or the first after a salt or SECRET_KEY change)
+    registers the hash and revokes any previous compatibility token. Idempotent.
+    """
+    secret = _derive_compat_token(account)
+    digest = hash_token(secret)
+    if ApiToken.objects.filter(token_hash=digest, revoked_at__isnull=True).exists():
+        return secret
+    try:
+        with transaction.atomic():
+            ApiToken.objects.filter(
+                account=account, kind=ApiToken.Kind.COMPAT, revoked_at__isnull=True
+            ).update(revoked_at=timezone.now())
+            ApiToken.objects.create(
+                account=account,
+                name="SMSGateway24 compatibility token",
+                kind=ApiToken.Kind.COMPAT,
+                token_hash=digest,
+                prefix=secret[:8],
+            )
+    except IntegrityError:
+        # A concurrent first call registered the same hash; the token is valid either way.
+        pass
+    return secret
+
+
+def rotate_compat_token(account: Account) -> str:
+    """Revoke the account's compatibility token and return its successor."""
+    with transaction.atomic():
+        Account.objects.filter(pk=account.pk).update(compat_token_salt=secrets.token_hex(16))
+        account.refresh_from_db(fields=["compat_token_salt"])
+        ApiToken.objects.filter(
+            account=account, kind=ApiToken.Kind.COMPAT, revoked_at__isnull=True
+        ).update(revoked_at=timezone.now())
+    return compat_token(account)
+
+
+def revoke_token(account: Account, token_id: int) -> None:
+    """Revoke one of the account's tokens. Revoking a revoked token changes nothing."""
+    if not ApiToken.objects.for_account(account).filter(pk=token_id).exists():
+        raise TokenNotFound(token_id)
+    ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def authenticate_token(secret: str) -> ApiToken | None:
+    """Find the live token with this secret, or None. Records its last use, coarsely.
+
+    The hash lookup is an indexed equality on a value an attacker cannot steer, so it leaks
+    nothing useful through timing. last_used_at is written at most once per
+    TOKEN_LAST_USED_RESOLUTION_SECONDS so a busy client does not write on every request.
+    """
+    if not secret or len(secret) > 200:
+        return None
+    token = (
+        ApiToken.objects.select_related("account")
+        .filter(token_hash=hash_token(secret), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    resolution = timedelta(seconds=settings.TOKEN_LAST_USED_RESOLUTION_SECONDS)
+    if token.last_used_at is None or now - token.last_used_at >= resolution:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+def check_password_login(email: str, password: str) -> User | None:
+    """The active user with this email and password, or None.
+
+    Django's ModelBackend runs the password hasher even for an unknown email, so a wrong
+    email and a wrong password take the same time.
+    """
+    if not email or not password or len(email) > 254 or len(password) > 4096:
+        return None
+    user = authenticate(None, email=email.strip(), password=password)
+    return user if isinstance(user, User) else None

@@ -1,0 +1,198 @@
+"""SMS messages, their status codes and the legal moves between them.
+
+This module is the one home of the lifecycle: the codes (the SMSGateway24 codes, kept
+numerically identical because clients switch on them, plus three of ours) and the table of
+legal moves. ``messaging.services`` is the only code that writes a status.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from gateway.models import TenantQuerySet
+
+
+class Status(models.IntegerChoices):
+    # SMSGateway24 codes (spec §3). The labels are what the compatibility API prints.
+    NEW = 1, "New"
+    TAKEN = 2, "Taken from Server"
+    QUEUED = 3, "Queued"
+    INCOMING = 5, "Income"
+    SENT = 6, "Sent by Phone"
+    DELIVERED = 7, "Delivered"
+    NOT_DELIVERED = 8, "Sms Not Delivered"
+    GENERIC_FAILURE = 9, "Not SENT - Generic failure"
+    NO_SERVICE = 10, "Not sent - No service"
+    NULL_PDU = 11, "Not Sent - Null PDU"
+    RADIO_OFF = 12, "Not Sent - Radio off"
+    NOT_ALLOWED = 100, "not sent - NOT ALLOWED"
+    NOT_ALLOWED_AT_ALL = 101, "not sent - Not Allowed At all"
+    # Ours. Clients of the hosted service never saw these, and treat unknown codes as
+    # display text; docs/statuses.md explains them.
+    CANCELLED = 20, "Cancelled"
+    EXPIRED = 21, "Expired - not sent before its deadline"
+    UNKNOWN = 22, "Unknown - the phone never reported an outcome"
+
+    @property
+    def short_title(self) -> str:
+        """The lower-case word of `statustitle` in getallsms (spec §3)."""
+        return _SHORT_TITLES[self]
+
+
+_SHORT_TITLES = {
+    Status.NEW: "new",
+    Status.TAKEN: "sending",
+    Status.QUEUED: "queued",
+    Status.INCOMING: "income",
+    Status.SENT: "sent",
+    Status.DELIVERED: "delivered",
+    Status.NOT_DELIVERED: "not delivered",
+    Status.GENERIC_FAILURE: "failed",
+    Status.NO_SERVICE: "failed",
+    Status.NULL_PDU: "failed",
+    Status.RADIO_OFF: "failed",
+    Status.NOT_ALLOWED: "failed",
+    Status.NOT_ALLOWED_AT_ALL: "failed",
+    Status.CANCELLED: "cancelled",
+    Status.EXPIRED: "expired",
+    Status.UNKNOWN: "unknown",
+}
+
+FAILURES = frozenset(
+    {
+        Status.GENERIC_FAILURE,
+        Status.NO_SERVICE,
+        Status.NULL_PDU,
+        Status.RADIO_OFF,
+        Status.NOT_ALLOWED,
+        Status.NOT_ALLOWED_AT_ALL,
+    }
+)
+# What a phone can say happened to a message it took.
+OUTCOMES = frozenset({Status.SENT, Status.DELIVERED, Status.NOT_DELIVERED} | FAILURES)
+
+# The legal moves: target status -> the statuses it may be reached from. Everything not
+# listed is illegal. Reading it by target is what a compare-and-set needs
+# (UPDATE ... WHERE status IN sources).
+#
+# - NEW is reached only from TAKEN: a lease the phone never confirmed goes back to the queue.
+# - Outcomes are reachable from TAKEN/QUEUED and also from UNKNOWN: a late report from the
+#   phone is the truth and replaces our guess.
+# - Monotonic: DELIVERED, NOT_DELIVERED and failures are final, so a late or repeated
+#   "sent" after "delivered" is not a legal move and changes nothing.
+# - INCOMING is only ever created, never moved into or out of.
+_IN_FLIGHT = (Status.TAKEN, Status.QUEUED)
+LEGAL_SOURCES: dict[Status, frozenset[Status]] = {
+    Status.NEW: frozenset({Status.TAKEN}),
+    Status.TAKEN: frozenset({Status.NEW}),
+    Status.QUEUED: frozenset({Status.TAKEN}),
+    Status.SENT: frozenset({*_IN_FLIGHT, Status.UNKNOWN}),
+    Status.DELIVERED: frozenset({*_IN_FLIGHT, Status.SENT, Status.UNKNOWN}),
+    Status.NOT_DELIVERED: frozenset({*_IN_FLIGHT, Status.SENT, Status.UNKNOWN}),
+    **{failure: frozenset({Status.NEW, *_IN_FLIGHT, Status.UNKNOWN}) for failure in FAILURES},
+    Status.CANCELLED: frozenset({Status.NEW, *_IN_FLIGHT}),
+    Status.EXPIRED: frozenset({Status.NEW}),
+    Status.UNKNOWN: frozenset(_IN_FLIGHT),
+    Status.INCOMING: frozenset(),
+}
+FINAL = frozenset(s for s in Status if not any(s in sources for sources in LEGAL_SOURCES.values()))
+
+
+def is_legal_move(source: Status | int, target: Status | int) -> bool:
+    return Status(source) in LEGAL_SOURCES[Status(target)]
+
+
+class Message(models.Model):
+    """One SMS, outgoing or incoming (status INCOMING)."""
+
+    account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="+")
+    # Kept when a device is deleted, so the history of what it sent survives.
+    device = models.ForeignKey(
+        "devices.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    sim = models.PositiveSmallIntegerField(default=0, help_text="SIM slot, 0-based.")
+    phone = models.CharField(max_length=32, help_text="Normalized recipient (or sender).")
+    phone_raw = models.CharField(max_length=64, blank=True, help_text="As the client sent it.")
+    body = models.TextField()
+    status = models.PositiveSmallIntegerField(choices=Status.choices, default=Status.NEW)
+    send_at = models.DateTimeField(default=timezone.now, help_text="Not handed out before.")
+    urgent = models.BooleanField(default=False)
+    customer_id = models.BigIntegerField(null=True, blank=True)
+    newsletter = models.ForeignKey(
+        "contacts.Newsletter",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
+    )
+    segments = models.PositiveSmallIntegerField(default=1)
+    error_detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The device claim: this device's due NEW messages, urgent first, then by time.
+            models.Index(
+                "device",
+                "sim",
+                models.F("urgent").desc(),
+                "send_at",
+                "id",
+                name="message_claim_idx",
+                condition=Q(status=Status.NEW),
+            ),
+            # Listing an account's messages newest/oldest first, optionally by status.
+            models.Index(fields=["account", "id"], name="message_account_id_idx"),
+            models.Index(fields=["account", "status", "id"], name="message_account_status_idx"),
+            models.Index(fields=["account", "device", "id"], name="message_account_device_idx"),
+            models.Index(fields=["account", "phone"], name="message_account_phone_idx"),
+            models.Index(
+                fields=["account", "customer_id"],
+                name="message_account_customer_idx",
+                condition=Q(customer_id__isnull=False),
+            ),
+            models.Index(fields=["account", "created_at"], name="message_account_created_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in Status]), name="message_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(segments__gte=1), name="message_segments_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"SMS #{self.pk} ({Status(self.status).label})"
+
+
+class MessageStatusChange(models.Model):
+    """One move of a message's status; written by the same statement group as the move."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="history")
+    from_status = models.PositiveSmallIntegerField(choices=Status.choices)
+    to_status = models.PositiveSmallIntegerField(choices=Status.choices)
+    changed_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=50, blank=True, help_text="Who made the move.")
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["message", "changed_at"], name="status_change_msg_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(to_status__in=[s.value for s in Status]),
+                name="status_change_to_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(from_status__in=[s.value for s in Status]),
+                name="status_change_from_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.message_id}: {self.from_status} → {self.to_status}"
