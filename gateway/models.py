@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import secrets
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -14,6 +16,13 @@ from django.utils import timezone
 
 def _new_salt() -> str:
     return secrets.token_hex(16)
+
+
+def validate_time_zone(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
 
 
 def _default_time_zone() -> str:
@@ -27,6 +36,7 @@ class Account(models.Model):
     time_zone = models.CharField(
         max_length=64,
         default=_default_time_zone,
+        validators=[validate_time_zone],
         help_text="IANA zone used to render dates to this account's API clients.",
     )
     # The compatibility token is derived from the server secret and this salt; a new salt

@@ -65,7 +65,9 @@ def normalize_phone(raw: str, *, plus_prefixes: Iterable[str] = ()) -> str:
         raise InvalidPhone(f"Unknown country code in {raw.strip()!r}") from None
     if not phonenumbers.is_possible_number(parsed):
         raise InvalidPhone(f"Not a possible international number: {raw.strip()!r}")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    # The digits stay as given: phonenumbers would drop a national prefix it finds after the
+    # country code, and second-guessing what the sender typed is not the server's call.
+    return "+" + digits
 
 
 def split_recipients(raw: str) -> list[str]:

@@ -43,7 +43,10 @@ class Command(BaseCommand):
             account = Account(name=options["name"] or email)
             if options["time_zone"]:
                 account.time_zone = options["time_zone"]
-            account.full_clean()
+            try:
+                account.full_clean()
+            except ValidationError as exc:
+                raise CommandError("; ".join(exc.messages)) from None
             account.save()
             User.objects.create_user(
                 email, password, account=account, is_staff=admin, is_superuser=admin

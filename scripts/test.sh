@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Install the gateway with its dev tools and run every check: ruff, mypy, the migrations
+# check, the test suite on the embedded default (SQLite), then again on PostgreSQL + Redis.
+#
+# TEST_DATABASE_URL / TEST_REDIS_URL choose the servers of the second run (defaults: the
+# local PostgreSQL as user postgres, Redis database 15). The second run is required when
+# CI=true or GATEWAY_TEST_SERVICES=require (a missing server then fails the run); otherwise
+# it runs when both servers answer. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install.sh --dev
+export PATH="$PWD/.venv/bin:$PATH"
+unset DATABASE_URL REDIS_URL CELERY_BROKER_URL
+pg_url="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gateway}"
+redis_url="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+mode="${GATEWAY_TEST_SERVICES:-auto}"
+[ "${CI:-}" = "true" ] && mode=require
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy"
+mypy .
+echo "== migrations"
+check_dir=$(mktemp -d)
+GATEWAY_VAR_DIR="$check_dir" python manage.py makemigrations --check --dry-run
+rm -rf "$check_dir"
+
+echo "== tests on SQLite + filesystem broker (the embedded default)"
+GATEWAY_VAR_DIR="$PWD/var/test-sqlite" pytest "$@"
+
+services_up() {
+    python - "$pg_url" "$redis_url" <<'PY'
+import sys
+import psycopg, redis
+try:
+    psycopg.connect(sys.argv[1].replace("/gateway", "/postgres"), connect_timeout=3).close()
+    redis.Redis.from_url(sys.argv[2], socket_connect_timeout=3).ping()
+except Exception as exc:
+    print(f"   not reachable: {exc}")
+    sys.exit(1)
+PY
+}
+
+if [ "$mode" = "require" ] || { [ "$mode" = "auto" ] && services_up; }; then
+    echo "== tests on PostgreSQL + Redis"
+    DATABASE_URL="$pg_url" REDIS_URL="$redis_url" GATEWAY_REQUIRE_SERVICES=1 \
+        GATEWAY_VAR_DIR="$PWD/var/test-postgres" pytest "$@"
+else
+    echo "== PostgreSQL + Redis run skipped (servers not reachable; CI requires them)"
+fi

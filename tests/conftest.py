@@ -1,0 +1,127 @@
+"""Shared fixtures: small factories, and the rule that CI never skips for a missing service.
+
+Tests marked ``postgres`` need real row locks and run only when DATABASE_URL points at
+PostgreSQL; tests marked ``redis`` need REDIS_URL. With GATEWAY_REQUIRE_SERVICES=1 (set by
+the CI run against PostgreSQL + Redis) a missing service fails the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+REQUIRE_SERVICES = os.environ.get("GATEWAY_REQUIRE_SERVICES") == "1"
+
+
+def _is_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def _redis_error() -> str | None:
+    if not settings.REDIS_URL:
+        return "REDIS_URL is not set"
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        return f"Redis at REDIS_URL is unreachable: {exc}"
+    return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not REQUIRE_SERVICES:
+        return
+    problems = []
+    if not _is_postgres():
+        problems.append("DATABASE_URL does not point at PostgreSQL")
+    redis_error = _redis_error()
+    if redis_error:
+        problems.append(redis_error)
+    if problems:
+        pytest.exit("required services missing: " + "; ".join(problems), returncode=3)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    postgres = _is_postgres()
+    redis_error = _redis_error()
+    for item in items:
+        if "postgres" in item.keywords and not postgres:
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (DATABASE_URL)"))
+        if "redis" in item.keywords and redis_error:
+            item.add_marker(pytest.mark.skip(reason=redis_error))
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings: Any) -> None:
+    # In-process tests render admin pages without a collectstatic manifest.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def make_account(db: None) -> Callable[..., Any]:
+    from gateway.models import Account
+
+    counter = iter(range(1, 10_000))
+
+    def make(**overrides: Any) -> Account:
+        overrides.setdefault("name", f"account-{next(counter)}")
+        return Account.objects.create(**overrides)
+
+    return make
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., Any]:
+    from gateway.models import User
+
+    counter = iter(range(1, 10_000))
+
+    def make(email: str | None = None, password: str = "correct horse battery", **extra: Any):
+        return User.objects.create_user(
+            email or f"user{next(counter)}@example.com", password, **extra
+        )
+
+    return make
+
+
+@pytest.fixture
+def account(make_account: Callable[..., Any]) -> Any:
+    return make_account()
+
+
+@pytest.fixture
+def make_device(db: None) -> Callable[..., Any]:
+    from devices.models import Device, SimSlot
+
+    def make(account: Any, *, slots: tuple[int, ...] = (0,), **overrides: Any) -> Device:
+        device = Device.objects.create(account=account, **overrides)
+        SimSlot.objects.bulk_create(SimSlot(device=device, slot=s) for s in slots)
+        return device
+
+    return make
+
+
+@pytest.fixture
+def make_message(make_device: Callable[..., Any]) -> Callable[..., Any]:
+    from messaging import services
+
+    def make(account: Any, *, device: Any = None, **overrides: Any):
+        overrides.setdefault("phone", "+4915752982212")
+        overrides.setdefault("body", "Hello")
+        return services.create_message(account, device=device or make_device(account), **overrides)
+
+    return make
+
+
+@pytest.fixture
+def db_is_postgres() -> bool:
+    return connection.vendor == "postgresql"

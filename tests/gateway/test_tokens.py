@@ -1,0 +1,112 @@
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from gateway import services
+from gateway.models import ApiToken
+
+
+def _all_stored_text() -> str:
+    """Everything the token table holds, as one string."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM gateway_apitoken")
+        return repr(cursor.fetchall())
+
+
+def test_api_token_secret_is_not_stored_only_its_hash(account):
+    token, secret = services.create_api_token(account, "billing system")
+    assert secret.startswith("sgw_") and len(secret) > 40
+    assert secret not in _all_stored_text()
+    assert token.token_hash == services.hash_token(secret)
+    assert services.authenticate_token(secret).pk == token.pk
+
+
+def test_an_account_has_several_named_tokens_each_revocable(account):
+    first, first_secret = services.create_api_token(account, "shop")
+    _second, second_secret = services.create_api_token(account, "crm")
+    services.revoke_token(account, first.pk)
+    assert services.authenticate_token(first_secret) is None
+    assert services.authenticate_token(second_secret).name == "crm"
+    # revoking twice is harmless
+    services.revoke_token(account, first.pk)
+
+
+def test_unknown_and_malformed_tokens_do_not_authenticate(account):
+    assert services.authenticate_token("") is None
+    assert services.authenticate_token("x" * 500) is None
+    assert services.authenticate_token("sgw_not-a-real-token") is None
+
+
+def test_last_used_time_is_recorded_but_not_on_every_request(account, settings):
+    settings.TOKEN_LAST_USED_RESOLUTION_SECONDS = 60
+    token, secret = services.create_api_token(account, "shop")
+    services.authenticate_token(secret)
+    first_use = ApiToken.objects.get(pk=token.pk).last_used_at
+    assert first_use is not None
+    services.authenticate_token(secret)
+    assert ApiToken.objects.get(pk=token.pk).last_used_at == first_use
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first_use - timedelta(minutes=5))
+    services.authenticate_token(secret)
+    refreshed = ApiToken.objects.get(pk=token.pk).last_used_at
+    assert refreshed is not None and refreshed >= first_use
+
+
+def test_compat_token_is_32_hex_and_the_same_on_every_call(account):
+    first = services.compat_token(account)
+    assert len(first) == 32 and int(first, 16) >= 0
+    assert services.compat_token(account) == first
+    assert services.compat_token(type(account).objects.get(pk=account.pk)) == first
+    assert first not in _all_stored_text()
+    assert services.authenticate_token(first).account_id == account.pk
+    assert ApiToken.objects.filter(account=account, kind="compat").count() == 1
+
+
+def test_compat_tokens_differ_between_accounts(make_account):
+    assert services.compat_token(make_account()) != services.compat_token(make_account())
+
+
+def test_rotating_the_salt_revokes_the_old_compat_token(account):
+    old = services.compat_token(account)
+    new = services.rotate_compat_token(account)
+    assert new != old
+    assert services.authenticate_token(old) is None
+    assert services.authenticate_token(new).account_id == account.pk
+    assert services.compat_token(account) == new
+
+
+def test_a_new_server_secret_changes_the_compat_token_and_revokes_the_old(account, settings):
+    old = services.compat_token(account)
+    settings.SECRET_KEY = "another-secret-key-of-sufficient-length-0123456789"
+    new = services.compat_token(account)
+    assert new != old
+    assert services.authenticate_token(old) is None
+    assert services.authenticate_token(new) is not None
+
+
+def test_password_login_is_by_email_case_insensitively(make_user):
+    user = make_user("Owner@Example.com", "s3cret-pass-phrase")
+    assert services.check_password_login("owner@example.COM", "s3cret-pass-phrase") == user
+    assert services.check_password_login("owner@example.com", "wrong") is None
+    assert services.check_password_login("nobody@example.com", "s3cret-pass-phrase") is None
+
+
+def test_inactive_users_cannot_log_in(make_user):
+    make_user("gone@example.com", "pw-123456789", is_active=False)
+    assert services.check_password_login("gone@example.com", "pw-123456789") is None
+
+
+def test_a_foreign_token_cannot_be_revoked(make_account):
+    mine, theirs = make_account(), make_account()
+    token, secret = services.create_api_token(theirs, "theirs")
+    with pytest.raises(services.TokenNotFound):
+        services.revoke_token(mine, token.pk)
+    assert services.authenticate_token(secret) is not None
+
+
+def test_a_user_without_an_account_gets_one(make_user):
+    user = make_user("solo@example.com")
+    assert user.account.name == "solo@example.com"
+    assert user.account.time_zone == "UTC"
+    assert user.account.created_at <= timezone.now()

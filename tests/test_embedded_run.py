@@ -1,0 +1,113 @@
+"""The run command's processes (Procfile: gunicorn, Celery worker, beat) really work together.
+
+Starts them with honcho, as scripts/run.sh does, on a temporary var/ directory, and checks
+the admin and health pages and that beat-scheduled work is executed by the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except OSError as exc:
+            last = exc
+        time.sleep(0.3)
+    raise AssertionError(f"{what} did not happen within {timeout}s (last: {last!r})")
+
+
+@pytest.mark.parametrize("broker", ["filesystem", pytest.param("redis", marks=pytest.mark.redis)])
+def test_web_worker_and_beat_run_together_on_the_embedded_database(tmp_path, broker):
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
+    }
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env['PATH']}",
+        GATEWAY_VAR_DIR=str(tmp_path / "var"),
+        GATEWAY_PORT=str(port),
+        WORKER_HEARTBEAT_SECONDS="1",
+        WEB_WORKERS="1",
+        WORKER_CONCURRENCY="1",
+    )
+    if broker == "redis":
+        env["REDIS_URL"] = settings.REDIS_URL
+    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command, "-v0"], cwd=ROOT, env=env, check=True
+        )
+    log = (tmp_path / "honcho.log").open("wb")
+    process = subprocess.Popen(
+        [str(BIN / "honcho"), "start", "--procfile", "Procfile", "--env", os.devnull],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 30, "web start")
+        status, page = _get(f"{base}/admin/login/")
+        assert status == 200 and b"Email" in page
+        css_status, _ = _get(f"{base}/static/admin/css/base.css")
+        assert css_status == 200
+
+        def worker_ran() -> bool:
+            status, body = _get(f"{base}/readyz")
+            report = json.loads(body)
+            return status == 200 and report["worker_seen_seconds_ago"] is not None
+
+        _wait_for(worker_ran, 40, "a beat-scheduled task run by the worker")
+    except AssertionError:
+        log.flush()
+        print((tmp_path / "honcho.log").read_text()[-5000:])
+        raise
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
