@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from devices.models import Device, SimSlot
@@ -60,3 +62,20 @@ def is_online(device: Device, now: datetime | None = None) -> bool:
     if device.last_seen_at is None:
         return False
     return (now or timezone.now()) - device.last_seen_at <= offline_after(device)
+
+
+def list_devices(account: Account) -> list[Device]:
+    """The account's devices, newest first, with their SIM slots loaded."""
+    return list(Device.objects.for_account(account).prefetch_related("sims").order_by("-id"))
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def is_app_version_current(device: Device) -> bool:
+    """Whether the device runs at least DEVICE_CURRENT_APP_VERSION (no setting: always)."""
+    current = settings.DEVICE_CURRENT_APP_VERSION
+    if not current or not device.app_version:
+        return True
+    return _version_key(device.app_version) >= _version_key(current)

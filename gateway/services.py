@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -129,3 +131,49 @@ def check_password_login(email: str, password: str) -> User | None:
         return None
     user = authenticate(None, email=email.strip(), password=password)
     return user if isinstance(user, User) else None
+
+
+# Failed logins (gettoken, smstosend): at most LOGIN_FAILURE_LIMIT per account and per client
+# address within LOGIN_WINDOW_SECONDS, then refused until the window passes.
+LOGIN_FAILURE_LIMIT = 10
+LOGIN_WINDOW_SECONDS = 15 * 60
+
+
+class LoginThrottled(Exception):
+    pass
+
+
+def _failure_keys(email: str, client_ip: str, window: int) -> list[str]:
+    # The email is hashed: cache keys are visible to whoever can read Redis.
+    who = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    return [f"login-fail:{window}:email:{who}", f"login-fail:{window}:ip:{client_ip}"]
+
+
+def login_with_limits(email: str, password: str, client_ip: str) -> User | None:
+    """check_password_login, refused while the account or the address has failed too often.
+
+    Failures are counted in fixed windows; a request is refused while the current window and
+    the one before it hold LOGIN_FAILURE_LIMIT failures together, so no span of one window
+    lets more through. Blocked attempts run no password hash and count nothing more. On
+    Redis the counting is atomic (INCR); a successful login clears the account's count.
+    Raises LoginThrottled.
+    """
+    window = int(time.time()) // LOGIN_WINDOW_SECONDS
+    current = _failure_keys(email, client_ip, window)
+    previous = _failure_keys(email, client_ip, window - 1)
+    counts = cache.get_many(current + previous)
+    for now_key, before_key in zip(current, previous, strict=True):
+        if counts.get(now_key, 0) + counts.get(before_key, 0) >= LOGIN_FAILURE_LIMIT:
+            raise LoginThrottled()
+    user = check_password_login(email, password)
+    if user is None:
+        for key in current:
+            # Kept for two windows: the next window still reads this one.
+            cache.add(key, 0, timeout=2 * LOGIN_WINDOW_SECONDS)
+            try:
+                cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.set(key, 1, timeout=2 * LOGIN_WINDOW_SECONDS)
+        return None
+    cache.delete_many([current[0], previous[0]])
+    return user

@@ -106,7 +106,8 @@ ALLOWED_HOSTS = env_list(
 )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Behind a TLS-terminating proxy (the docker-compose deployment may sit behind one).
-if env_bool("BEHIND_PROXY", False):
+BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
+if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
 
@@ -225,6 +226,7 @@ STORAGES = {
 REDIS_URL = env_str("REDIS_URL")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
 
+CACHES: dict[str, dict[str, Any]]
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -241,6 +243,9 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(VAR_DIR / "cache"),
+            # This backend's incr() rewrites an entry with the default timeout; it must
+            # outlive the longest counting window (login limits: 30 minutes).
+            "TIMEOUT": 3600,
         }
     }
 
@@ -315,6 +320,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
 }
+
+# Bulk SMS requests (addalotofsms) carry up to 10,000 items; each API bounds its own bodies
+# below this ceiling.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 11 * 1024 * 1024
+DEVICE_CURRENT_APP_VERSION = env_str("DEVICE_CURRENT_APP_VERSION")
 
 # Tokens are checked at most this often for their last-used time, so a busy client does not
 # turn every request into a write.

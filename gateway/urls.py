@@ -2,9 +2,13 @@ from django.contrib import admin
 from django.urls import path
 
 from gateway import views
+from messaging.api.compat import getdata
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    # SMSGateway24 compatibility: both spellings routed, so no redirect ever breaks a POST.
+    path("getdata/<str:method>", getdata, name="getdata"),
+    path("getdata/<str:method>/", getdata),
 ]

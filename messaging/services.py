@@ -180,7 +180,7 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _check_body(body: str) -> int:
+def check_body(body: str) -> int:
     """The body's segment count, or InvalidMessage if it is empty or too long."""
     if not body:
         raise InvalidMessage("Message body is empty")
@@ -197,12 +197,26 @@ def submit(
 ) -> list[int]:
     """Validate and store outgoing SMS as NEW, one per recipient; all or nothing.
 
-    Every request is checked (device is the account's, its SIM slot exists, body and
-    recipients are valid) before anything is written; any error raises InvalidBatch and
-    stores nothing, so a client can fix its input and resend the whole batch without
-    creating duplicates. A send time in the past means now. Returns the new ids in request
-    order when ``return_ids``; the bulk path skips that to write with COPY on PostgreSQL.
+    Every request is checked (see prepare) before anything is written; any error raises
+    InvalidBatch and stores nothing, so a client can fix its input and resend the whole
+    batch without creating duplicates. Returns the new ids in request order when
+    ``return_ids``; the bulk path skips that to write with COPY on PostgreSQL.
     Not idempotent: each call creates new messages.
+    """
+    return store(account, prepare(account, requests), return_ids=return_ids)
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    rows: list[tuple[Any, ...]]
+
+
+def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
+    """Check a batch and turn it into rows; raise InvalidBatch naming every bad request.
+
+    Checks: the device is the account's and has the SIM slot, the body is non-empty and
+    within bounds, every recipient is a phone number, the batch is within MAX_BATCH SMS. A
+    send time in the past means now. Reads only.
     """
     from devices.services import sim_slots_by_device
 
@@ -220,7 +234,7 @@ def submit(
                 raise InvalidMessage(f"Device has no SIM slot {request.sim}")
             segments = segments_of.get(request.body)
             if segments is None:
-                segments = segments_of[request.body] = _check_body(request.body)
+                segments = segments_of[request.body] = check_body(request.body)
             recipients = split_recipients(request.phone)
             if not recipients:
                 raise InvalidMessage("Recipient phone number is empty")
@@ -256,6 +270,12 @@ def submit(
             raise InvalidBatch([(index, f"More than {MAX_BATCH} SMS in one request")])
     if errors:
         raise InvalidBatch(errors)
+    return PreparedBatch(rows)
+
+
+def store(account: Account, batch: PreparedBatch, *, return_ids: bool = True) -> list[int]:
+    """Write a prepared batch in one transaction (see submit)."""
+    rows = batch.rows
     with transaction.atomic():
         if return_ids or connection.vendor != "postgresql":
             created = Message.objects.bulk_create(
@@ -308,3 +328,84 @@ def get_message(account: Account, message_id: int) -> Message:
         return Message.objects.for_account(account).get(pk=message_id)
     except Message.DoesNotExist:
         raise MessageNotFound(message_id) from None
+
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    device_id: int | None = None
+    status: int | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    sim: int | None = None
+    customer_id: int | None = None
+    phone: str | None = None  # normalized
+
+
+LISTED_FIELDS = (
+    "id",
+    "phone",
+    "body",
+    "customer_id",
+    "status",
+    "device_id",
+    "urgent",
+    "created_at",
+    "sent_at",
+    "send_at",
+    "sim",
+    "newsletter_id",
+    "newsletter__title",
+    "newsletter__body",
+)
+
+
+def _filtered(account: Account, query: MessageFilter) -> Any:
+    messages = Message.objects.for_account(account)
+    if query.device_id is not None:
+        messages = messages.filter(device_id=query.device_id)
+    if query.status is not None:
+        messages = messages.filter(status=query.status)
+    if query.created_from is not None:
+        messages = messages.filter(created_at__gte=query.created_from)
+    if query.created_to is not None:
+        messages = messages.filter(created_at__lte=query.created_to)
+    if query.sim is not None:
+        messages = messages.filter(sim=query.sim)
+    if query.customer_id is not None:
+        messages = messages.filter(customer_id=query.customer_id)
+    if query.phone is not None:
+        messages = messages.filter(phone=query.phone)
+    return messages
+
+
+def list_messages(
+    account: Account,
+    query: MessageFilter,
+    *,
+    limit: int = MAX_PAGE,
+    after_id: int | None = None,
+    newest_first: bool = False,
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the account's messages (incoming included) as plain dicts, by id.
+
+    ``after_id`` continues a previous page (keyset paging: any depth costs the same).
+    Returns the rows and whether more follow. Reads only.
+    """
+    messages = _filtered(account, query)
+    if after_id is not None:
+        messages = (
+            messages.filter(id__lt=after_id) if newest_first else messages.filter(id__gt=after_id)
+        )
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = list(
+        messages.order_by("-id" if newest_first else "id").values(*LISTED_FIELDS)[: limit + 1]
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def count_messages(account: Account, query: MessageFilter) -> int:
+    """Exact count of the account's messages matching ``query`` (asked for explicitly)."""
+    return int(_filtered(account, query).count())

@@ -1,0 +1,227 @@
+"""The SMSGateway24 wire format: reading the parameter bag, rendering answers.
+
+Every mapping between a wire name (``sendto``, ``timetosend``, ``paket``) and our own
+vocabulary happens in this module or in ``compat.py`` beside it; nothing deeper knows the
+wire names. Contract: ``shared/spec/smsgateway24-api.md`` (§1 conventions, §8 checklist).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+from django.http import HttpRequest, HttpResponse, QueryDict
+
+# Body size bounds. Bulk (addalotofsms) is bounded to MAX_BATCH items by the service and
+# to this many bytes here; every other method needs far less.
+MAX_BULK_BODY_BYTES = 10 * 1024 * 1024
+MAX_BODY_BYTES = 256 * 1024
+
+
+class CompatError(Exception):
+    """Rendered as {"error":1,"message":...} with HTTP 200, as clients expect."""
+
+
+def answer(payload: dict[str, Any]) -> HttpResponse:
+    # Compact JSON, keys in the order the spec's samples show (dicts keep insertion order).
+    return HttpResponse(orjson.dumps(payload), content_type="application/json")
+
+
+def error(message: str, **extra: Any) -> HttpResponse:
+    return answer({"error": 1, "message": message, **extra})
+
+
+def parameters(request: HttpRequest, *, max_bytes: int) -> dict[str, Any]:
+    """One bag from the query string, a form (urlencoded or multipart) or a JSON body.
+
+    The query string wins on conflicts, as Symfony's Request::get() does on the hosted
+    service. A body is read as JSON when it is declared JSON or looks like a JSON object
+    (clients send JSON with a form content type), otherwise as urlencoded, whatever the
+    content type says, so an undeclared or unescaped form body still works.
+    """
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > max_bytes:
+        raise CompatError(f"Request body is larger than {max_bytes // 1024} KB")
+    bag: dict[str, Any] = {}
+    content_type = request.content_type or ""
+    if request.method == "POST" and content_type == "multipart/form-data":
+        bag.update(request.POST.dict())
+    else:
+        body = request.body
+        if len(body) > max_bytes:
+            raise CompatError(f"Request body is larger than {max_bytes // 1024} KB")
+        if body.strip():
+            bag.update(_parse_body(body, content_type, request.encoding or "utf-8"))
+    bag.update(request.GET.dict())
+    return bag
+
+
+def _parse_body(body: bytes, content_type: str, encoding: str) -> dict[str, Any]:
+    text = body.decode(encoding, errors="replace")
+    stripped = text.lstrip()
+    if content_type == "application/json" or stripped.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            if content_type == "application/json":
+                raise CompatError(f"Request body is not valid JSON: {exc}") from None
+        else:
+            if not isinstance(parsed, dict):
+                raise CompatError("JSON body must be an object")
+            return parsed
+    return QueryDict(body, encoding=encoding).dict()
+
+
+class Params:
+    """Typed reads from a parameter bag; each failure is a CompatError naming the field."""
+
+    def __init__(self, bag: dict[str, Any]) -> None:
+        self.bag = bag
+
+    def raw(self, *names: str) -> Any:
+        for name in names:
+            value = self.bag.get(name)
+            if value is not None:
+                return value
+        return None
+
+    def text(self, *names: str, required: bool = False, max_length: int = 10_000) -> str:
+        value = self.raw(*names)
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, int | float):
+            value = str(value)
+        if value is not None and not isinstance(value, str):
+            raise CompatError(f"{names[0]} must be a string")
+        text = value or ""
+        if required and not text.strip():
+            raise CompatError(f"{names[0]} is required")
+        if len(text) > max_length:
+            raise CompatError(f"{names[0]} is longer than {max_length} characters")
+        return text
+
+    def integer(
+        self,
+        *names: str,
+        required: bool = False,
+        default: int | None = None,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
+        value = parse_int(self.raw(*names), names[0])
+        if value is None:
+            if required:
+                raise CompatError(f"{names[0]} is required")
+            return default
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise CompatError(f"{names[0]} must be between {minimum} and {maximum}")
+        return value
+
+    def flag(self, *names: str) -> bool:
+        return parse_flag(self.raw(*names), names[0])
+
+
+def parse_int(value: Any, name: str) -> int | None:
+    """An integer from 12, "12", " 12 ", 12.0; None for absent or ""."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped == "":
+            return None
+        if stripped.lstrip("-").isdigit() and len(stripped) <= 18:
+            return int(stripped)
+    raise CompatError(f"{name} must be an integer")
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", "", "null"}
+
+
+def parse_flag(value: Any, name: str) -> bool:
+    """urgent and friends: 1/0, "1"/"0", true/false (either type), "" and absent (false)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise CompatError(f"{name} must be 0 or 1")
+
+
+# Formats clients send (spec §1.6, §2.11). fromisoformat covers Y-m-d, Y-m-d H:i and
+# Y-m-d H:i:s (and the ISO forms with T); d.m.Y forms are the newsletter's.
+_DOTTED = ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y")
+
+
+def parse_time(
+    value: Any, name: str, zone: ZoneInfo, *, end_of_day: bool = False
+) -> datetime | None:
+    """A client's date or date-time, read in ``zone`` when it carries no offset.
+
+    A bare date means its first second, or with ``end_of_day`` its last (for enddate).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise CompatError(f"{name} must be a date such as 2024-01-31 or 2024-01-31 10:00:00")
+    text = value.strip()
+    parsed: datetime | None = None
+    date_only = len(text) == 10
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        for fmt in _DOTTED:
+            try:
+                parsed = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+    if parsed is None:
+        raise CompatError(f"{name} must be a date such as 2024-01-31 or 2024-01-31 10:00:00")
+    if date_only and end_of_day:
+        parsed = datetime.combine(parsed.date(), time(23, 59, 59, 999999))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed
+
+
+def parse_zone(value: Any) -> ZoneInfo | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise CompatError("timezone must be a time zone name such as Europe/Berlin")
+    try:
+        return ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CompatError(
+            f"Unknown timezone {value.strip()!r}; use a name such as Europe/Berlin"
+        ) from None
+
+
+def php_datetime(value: datetime | None, zone: ZoneInfo) -> dict[str, Any] | None:
+    """A time as PHP's DateTime serializes it (spec §1.6), in ``zone``, second precision."""
+    if value is None:
+        return None
+    local = value.astimezone(zone)
+    return {
+        "date": f"{local:%Y-%m-%d %H:%M:%S}.000000",
+        "timezone_type": 3,
+        "timezone": zone.key,
+    }
+
+
+def human_datetime(value: datetime, zone: ZoneInfo) -> str:
+    """The d.m.Y H:i:s form of getalldevices' *humanformat fields."""
+    return f"{value.astimezone(zone):%d.%m.%Y %H:%M:%S}"
+
+
+def day_start(value: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(value, time.min, tzinfo=zone)
