@@ -54,6 +54,32 @@ def _wait_for(check, timeout: float, what: str):
     raise AssertionError(f"{what} did not happen within {timeout}s (last: {last!r})")
 
 
+def _check_h2c_upgrade_is_answered_in_http11(port: int) -> None:
+    """The Java client asks to upgrade to h2c on plain HTTP; it must get HTTP/1.1 back."""
+    form = b"pass=p%40ss%2Bw%26rd&email=user%40example.com&token=NO_TOKEN"
+    request = (
+        b"POST /getdata/gettoken HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\n"
+        b"User-Agent: Java 11 HttpClient Bot\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\n"
+        b"HTTP2-Settings: AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"}" not in received:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(body) == {"error": 1, "message": "Login or password incorrect"}
+
+
 @pytest.mark.parametrize("broker", ["filesystem", pytest.param("redis", marks=pytest.mark.redis)])
 def test_web_worker_and_beat_run_together_on_the_embedded_database(tmp_path, broker):
     port = _free_port()
@@ -92,6 +118,7 @@ def test_web_worker_and_beat_run_together_on_the_embedded_database(tmp_path, bro
         assert status == 200 and b"Email" in page
         css_status, _ = _get(f"{base}/static/admin/css/base.css")
         assert css_status == 200
+        _check_h2c_upgrade_is_answered_in_http11(port)
 
         def worker_ran() -> bool:
             status, body = _get(f"{base}/readyz")
