@@ -21,14 +21,40 @@ class Device(models.Model):
     # Seconds between two polls when there is nothing to send.
     delay_between_requests = models.PositiveIntegerField(default=10)
     enabled = models.BooleanField(default=True)
+    # Messages handed out per poll.
+    batch_size = models.PositiveSmallIntegerField(default=15)
+    # SMS segments the phone may send per SIM per 60 s. Android allows 30 unless the phone's
+    # sms_outgoing_check_max_count was raised; the device declares it when it pairs.
+    segments_per_minute = models.PositiveSmallIntegerField(default=30)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    paired_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # SHA-256 of the device's bearer token (device API only); None until paired.
+    # NULL, not "", for "no token": many unpaired devices must not collide on unique.
+    token_hash = models.CharField(  # noqa: DJ001
+        max_length=64, unique=True, null=True, editable=False
+    )
+    # Latest heartbeat extras, for the operator.
+    battery_percent = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    charging = models.BooleanField(null=True, blank=True, editable=False)
+    signal_dbm = models.SmallIntegerField(null=True, blank=True, editable=False)
 
     objects = TenantQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["account", "id"], name="device_account_idx")]
+        indexes = [
+            models.Index(fields=["account", "id"], name="device_account_idx"),
+            models.Index(fields=["account", "imei"], name="device_account_imei_idx"),
+        ]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(batch_size__gte=1) & Q(batch_size__lte=100),
+                name="device_batch_size_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(segments_per_minute__gte=1) & Q(segments_per_minute__lte=1000),
+                name="device_segments_per_minute_range",
+            ),
             models.CheckConstraint(
                 condition=Q(delay_between_requests__gte=1) & Q(delay_between_requests__lte=3600),
                 name="device_poll_delay_range",
@@ -53,6 +79,11 @@ class SimSlot(models.Model):
     roaming = models.BooleanField(default=False)
     country_iso = models.CharField(max_length=8, blank=True)
     carrier_name = models.CharField(max_length=100, blank=True)
+    # Pacing state, written only by devices.services under this row's lock: the earliest
+    # time the next non-urgent SMS may go, and [epoch seconds, segments] of the sends
+    # scheduled in the last 60 s (the platform limit's window).
+    next_send_at = models.DateTimeField(null=True, blank=True, editable=False)
+    recent_sends = models.JSONField(default=list, blank=True, editable=False)
 
     class Meta:
         ordering = ["slot"]
@@ -63,3 +94,21 @@ class SimSlot(models.Model):
 
     def __str__(self) -> str:
         return f"SIM {self.slot + 1} of device #{self.device_id}"
+
+
+class PairingCode(models.Model):
+    """A short, single-use, expiring code an operator gives a phone to pair it."""
+
+    account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="+")
+    code_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    device = models.ForeignKey(
+        Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = TenantQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"pairing code #{self.pk}"

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import secrets
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from typing import Any
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from devices.models import Device, SimSlot
+from devices.models import Device, PairingCode, SimSlot
 from gateway.models import Account
+from gateway.phones import InvalidPhone, normalize_phone
+from gateway.services import hash_token
+from messaging.encoding import segment_count
+
+log = logging.getLogger(__name__)
 
 # A device polls every delay_between_requests seconds, and a long poll can hold a request
 # open for up to LONG_POLL_SECONDS before the next one starts. Two missed polls plus that
@@ -79,3 +91,628 @@ def is_app_version_current(device: Device) -> bool:
     if not current or not device.app_version:
         return True
     return _version_key(device.app_version) >= _version_key(current)
+
+
+# --- Pairing --------------------------------------------------------------------------------
+
+PAIRING_CODE_TTL = timedelta(minutes=15)
+# No 0/O, 1/I/L: read aloud or typed from a screen without mistakes.
+_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+DEVICE_TOKEN_PREFIX = "dev_"  # noqa: S105 (a label, not a secret)
+
+
+class PairingRefused(Exception):
+    """The code is unknown, used or expired (one message for all: nothing to probe)."""
+
+
+@dataclass(frozen=True)
+class SimInfo:
+    slot: int
+    iccid: str = ""
+    number: str = ""
+    roaming: bool = False
+    country_iso: str = ""
+    carrier_name: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceDetails:
+    """What a phone tells about itself when it pairs (and, partly, in heartbeats)."""
+
+    title: str = ""
+    imei: str = ""
+    serial_number: str = ""
+    app_version: str = ""
+    sims: tuple[SimInfo, ...] | None = None
+    segments_per_minute: int | None = None
+
+
+def _normalize_code(code: str) -> str:
+    return "".join(c for c in code.upper() if c.isalnum())
+
+
+def create_pairing_code(account: Account) -> tuple[PairingCode, str]:
+    """A new single-use code for pairing one phone with the account, valid 15 minutes.
+
+    The code itself (``ABCD-EFGH``, 40 bits) is returned once; only its hash is stored.
+    """
+    code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
+    pairing = PairingCode.objects.create(
+        account=account,
+        code_hash=hash_token(code),
+        expires_at=timezone.now() + PAIRING_CODE_TTL,
+    )
+    return pairing, f"{code[:4]}-{code[4:]}"
+
+
+def _apply_sims(device: Device, sims: tuple[SimInfo, ...]) -> None:
+    """Make the device's SIM slots exactly the reported ones, keeping pacing state."""
+    reported = {sim.slot: sim for sim in sims}
+    SimSlot.objects.filter(device=device).exclude(slot__in=list(reported)).delete()
+    for sim in reported.values():
+        SimSlot.objects.update_or_create(
+            device=device,
+            slot=sim.slot,
+            defaults={
+                "iccid": sim.iccid[:32],
+                "number": sim.number[:32],
+                "roaming": sim.roaming,
+                "country_iso": sim.country_iso[:8],
+                "carrier_name": sim.carrier_name[:100],
+            },
+        )
+
+
+def _apply_details(device: Device, details: DeviceDetails) -> None:
+    device.title = details.title[:150] or device.title
+    device.imei = details.imei[:32] or device.imei
+    device.serial_number = details.serial_number[:64] or device.serial_number
+    device.app_version = details.app_version[:32] or device.app_version
+    if details.segments_per_minute:
+        device.segments_per_minute = details.segments_per_minute
+
+
+def _pair(account: Account, details: DeviceDetails) -> tuple[Device, str]:
+    """Register the phone (or re-register it) and give it a new device token.
+
+    A phone that pairs again with the same IMEI (or serial number, when it reports no IMEI)
+    gets its existing device back, so re-installing the app never piles up duplicates: its
+    old token stops working and leases it never confirmed return to the queue at once (the
+    new installation cannot know them). Messages it had confirmed keep their deadline.
+    """
+    from messaging import services as messaging
+    from messaging.models import Message, Status
+
+    now = timezone.now()
+    device = None
+    if details.imei:
+        device = Device.objects.for_account(account).filter(imei=details.imei[:32]).first()
+    elif details.serial_number:
+        device = (
+            Device.objects.for_account(account)
+            .filter(imei="", serial_number=details.serial_number[:64])
+            .first()
+        )
+    if device is None:
+        device = Device(account=account, title=details.title[:150] or "Phone")
+    _apply_details(device, details)
+    token = DEVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    device.token_hash = hash_token(token)
+    device.paired_at = now
+    device.last_seen_at = now
+    is_new = device.pk is None
+    device.save()
+    if details.sims is not None:
+        _apply_sims(device, details.sims)
+    elif is_new:
+        _apply_sims(device, (SimInfo(slot=0),))
+    unconfirmed = Message.objects.filter(
+        device=device, status=Status.TAKEN, confirmed_at__isnull=True
+    ).values_list("id", flat=True)
+    messaging.move(
+        list(unconfirmed),
+        Status.NEW,
+        device=device,
+        only_from=[Status.TAKEN],
+        where=Q(confirmed_at__isnull=True),
+        source="re-pair",
+    )
+    log.info("account %s: device %s paired", account.pk, device.pk)
+    return device, token
+
+
+def pair_with_code(code: str, details: DeviceDetails) -> tuple[Device, str]:
+    """Trade a pairing code for a device and its token. The code works once."""
+    digest = hash_token(_normalize_code(code))
+    now = timezone.now()
+    with transaction.atomic():
+        pairing = (
+            PairingCode.objects.select_for_update()
+            .select_related("account")
+            .filter(code_hash=digest, used_at__isnull=True, expires_at__gt=now)
+            .first()
+        )
+        if pairing is None:
+            raise PairingRefused()
+        device, token = _pair(pairing.account, details)
+        pairing.used_at = now
+        pairing.device = device
+        pairing.save(update_fields=["used_at", "device"])
+    return device, token
+
+
+def pair_with_login(account: Account, details: DeviceDetails) -> tuple[Device, str]:
+    """Pair a phone whose user logged in with the account's email and password."""
+    with transaction.atomic():
+        return _pair(account, details)
+
+
+def authenticate_device(token: str) -> Device | None:
+    """The device whose token this is, or None (device API only)."""
+    if not token.startswith(DEVICE_TOKEN_PREFIX) or len(token) > 200:
+        return None
+    return Device.objects.select_related("account").filter(token_hash=hash_token(token)).first()
+
+
+# --- Heartbeat ------------------------------------------------------------------------------
+
+# last_seen_at is written at most this often, so a phone polling every few seconds does
+# not turn every empty poll into a write. is_online's margin covers it.
+LAST_SEEN_WRITE_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    app_version: str | None = None
+    sims: tuple[SimInfo, ...] | None = None
+    battery_percent: int | None = None
+    charging: bool | None = None
+    signal_dbm: int | None = None
+
+
+def heartbeat(device: Device, beat: Heartbeat | None = None, now: datetime | None = None) -> None:
+    """Note that the device is alive, and what it reports. Writes only what changed.
+
+    last_seen_at is refreshed when it is older than LAST_SEEN_WRITE_SECONDS; the extras
+    when they differ from what is stored. Idempotent.
+    """
+    now = now or timezone.now()
+    changes: dict[str, Any] = {}
+    if device.last_seen_at is None or (now - device.last_seen_at).total_seconds() >= (
+        LAST_SEEN_WRITE_SECONDS
+    ):
+        changes["last_seen_at"] = now
+    if beat is not None:
+        for field in ("app_version", "battery_percent", "charging", "signal_dbm"):
+            value = getattr(beat, field)
+            if value is not None and getattr(device, field) != value:
+                changes[field] = value
+        if beat.sims is not None:
+            known = [
+                SimInfo(s.slot, s.iccid, s.number, s.roaming, s.country_iso, s.carrier_name)
+                for s in device.sims.all()
+            ]
+            if sorted(known, key=lambda s: s.slot) != sorted(beat.sims, key=lambda s: s.slot):
+                _apply_sims(device, beat.sims)
+    if changes:
+        if "last_seen_at" not in changes:
+            changes["last_seen_at"] = now
+        Device.objects.filter(pk=device.pk).update(**changes)
+        for field, value in changes.items():
+            setattr(device, field, value)
+
+
+# --- Poll: lease, pace, confirm -------------------------------------------------------------
+
+LEASE_SECONDS = 60  # to confirm receipt after a poll answer
+OUTCOME_SECONDS = 15 * 60  # to report an outcome after the paced send time
+PACING_WINDOW_SECONDS = 60  # the platform limit's window
+MAX_WAIT_SECONDS = LONG_POLL_SECONDS
+CANCEL_NOTICE_HOURS = 24
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: int
+    phone: str
+    body: str
+    sim: int
+    urgent: bool
+    segments: int
+    not_before_at: datetime
+    lease_expires_at: datetime
+
+
+@dataclass
+class PollResult:
+    messages: list[Lease]
+    cancelled: list[int]
+    next_poll_seconds: int
+
+
+def _lease_of(row: dict[str, Any]) -> Lease:
+    return Lease(
+        id=row["id"],
+        phone=row["phone"],
+        body=row["body"],
+        sim=row["sim"],
+        urgent=row["urgent"],
+        segments=row["segments"],
+        not_before_at=row["not_before_at"],
+        lease_expires_at=row["lease_expires_at"],
+    )
+
+
+_LEASE_FIELDS = (
+    "id",
+    "phone",
+    "body",
+    "sim",
+    "urgent",
+    "segments",
+    "not_before_at",
+    "lease_expires_at",
+)
+
+
+class Pacer:
+    """Schedules sends on one SIM: the device's fixed delay between two SMS (not for urgent
+    ones) and at most ``limit`` segments in any 60 s (for all)."""
+
+    def __init__(self, slot: SimSlot, delay: int, limit: int, now: datetime) -> None:
+        self.slot = slot
+        self.delay = delay
+        self.limit = limit
+        cutoff = now.timestamp() - PACING_WINDOW_SECONDS
+        self.recent: list[list[float]] = [
+            [float(t), int(n)] for t, n in (slot.recent_sends or []) if float(t) > cutoff
+        ]
+        self.next_send_at = slot.next_send_at
+
+    def schedule(self, now: datetime, urgent: bool, segments: int) -> datetime:
+        at = now.timestamp()
+        if not urgent and self.next_send_at is not None:
+            at = max(at, self.next_send_at.timestamp())
+        while True:
+            window = [(t, n) for t, n in self.recent if at - PACING_WINDOW_SECONDS < t <= at]
+            used = sum(n for _, n in window)
+            if not window or used + segments <= self.limit:
+                break
+            # Wait until the oldest send in the window leaves it.
+            at = min(t for t, _ in window) + PACING_WINDOW_SECONDS + 0.001
+        self.recent.append([at, segments])
+        send_at = datetime.fromtimestamp(at, tz=UTC)
+        following = send_at + timedelta(seconds=self.delay)
+        if self.next_send_at is None or following > self.next_send_at:
+            self.next_send_at = following
+        return send_at
+
+    def save(self) -> None:
+        SimSlot.objects.filter(pk=self.slot.pk).update(
+            next_send_at=self.next_send_at, recent_sends=self.recent
+        )
+
+
+def _open_leases(device: Device, sims: list[int]) -> list[dict[str, Any]]:
+    from messaging.models import Message, Status
+
+    return list(
+        Message.objects.filter(
+            device=device, status=Status.TAKEN, confirmed_at__isnull=True, sim__in=sims
+        )
+        .order_by("-urgent", "not_before_at", "id")
+        .values(*_LEASE_FIELDS)
+    )
+
+
+def _has_due_messages(device: Device, sims: list[int], now: datetime) -> bool:
+    from messaging.models import Message, Status
+
+    return bool(
+        Message.objects.filter(
+            device=device, sim__in=sims, status=Status.NEW, send_at__lte=now
+        ).exists()
+    )
+
+
+def _cancellations(device: Device, now: datetime) -> list[int]:
+    from messaging.models import Message, Status
+
+    return list(
+        Message.objects.filter(
+            device=device,
+            status=Status.CANCELLED,
+            confirmed_at__isnull=False,
+            status_changed_at__gte=now - timedelta(hours=CANCEL_NOTICE_HOURS),
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:100]
+    )
+
+
+def return_expired_leases(device: Device | None = None, *, limit: int = 1000) -> int:
+    """Unconfirmed leases past their expiry go back to NEW (the phone never got them or
+    crashed before confirming). Bounded; idempotent. Returns how many moved."""
+    from messaging import services as messaging
+    from messaging.models import Message, Status
+
+    now = timezone.now()
+    expired = Message.objects.filter(
+        status=Status.TAKEN, confirmed_at__isnull=True, lease_expires_at__lt=now
+    )
+    if device is not None:
+        expired = expired.filter(device=device)
+    ids = list(expired.order_by("lease_expires_at").values_list("id", flat=True)[:limit])
+    result = messaging.move(
+        ids,
+        Status.NEW,
+        only_from=[Status.TAKEN],
+        # Re-checked under the row lock: a confirmation that won the race keeps its lease.
+        where=Q(confirmed_at__isnull=True, lease_expires_at__lt=now),
+        source="lease expired",
+    )
+    return len(result.moved)
+
+
+def poll(
+    device: Device, sims: list[int] | None = None, *, now: datetime | None = None
+) -> PollResult:
+    """Hand the device up to batch_size due messages for the SIM slots asked for.
+
+    First its own unconfirmed leases again (a re-poll after a lost answer gets the same
+    leases, not new copies), then new claims: NEW, send time reached, urgent first, then
+    send time, then id; each given a paced not-before time, and only those due within the
+    next poll interval (the rest stay NEW, still cancellable). Claims lock rows with SKIP
+    LOCKED on PostgreSQL; SQLite serializes writers. A poll with nothing to hand out only
+    reads.
+    """
+    from messaging import services as messaging
+    from messaging.models import Message, Status
+
+    now = now or timezone.now()
+    all_slots = sorted(sim_slots_by_device(device.account, [device.pk]).get(device.pk, {0}))
+    sims = sorted(set(sims) & set(all_slots)) if sims is not None else all_slots
+    leases = _open_leases(device, sims)
+    if any(row["lease_expires_at"] < now for row in leases):
+        return_expired_leases(device)
+        leases = _open_leases(device, sims)
+    cancelled = _cancellations(device, now)
+    room = device.batch_size - len(leases)
+    horizon = now + timedelta(seconds=device.delay_between_requests + 30)
+    if room > 0 and device.enabled and _has_due_messages(device, sims, now):
+        claimed: dict[int, dict[str, Any]] = {}
+        with transaction.atomic():
+            slots = {
+                s.slot: s
+                for s in SimSlot.objects.select_for_update().filter(device=device, slot__in=sims)
+            }
+            for sim in sims:
+                if room <= 0 or sim not in slots:
+                    continue
+                pacer = Pacer(
+                    slots[sim], device.delay_between_sms or 0, device.segments_per_minute, now
+                )
+                candidates = (
+                    Message.objects.filter(
+                        device=device, sim=sim, status=Status.NEW, send_at__lte=now
+                    )
+                    .order_by("-urgent", "send_at", "id")
+                    .select_for_update(skip_locked=True)
+                    .values_list("id", "urgent", "segments")[:room]
+                )
+                for message_id, urgent, segments in candidates:
+                    send_at = pacer.schedule(now, urgent, segments)
+                    if send_at > horizon:
+                        pacer.recent.pop()  # not handed out now: give the slot back
+                        break
+                    claimed[message_id] = {
+                        "not_before_at": send_at,
+                        "lease_expires_at": send_at + timedelta(seconds=LEASE_SECONDS),
+                    }
+                    room -= 1
+                pacer.save()
+            moved = messaging.move(
+                list(claimed),
+                Status.TAKEN,
+                device=device,
+                only_from=[Status.NEW],
+                per_message=claimed,
+                source=f"poll by device {device.pk}",
+            ).moved
+        if moved:
+            fresh = Message.objects.filter(id__in=moved).values(*_LEASE_FIELDS)
+            leases += sorted(fresh, key=lambda r: (not r["urgent"], r["not_before_at"], r["id"]))
+    return PollResult(
+        messages=[_lease_of(row) for row in leases],
+        cancelled=cancelled,
+        next_poll_seconds=device.delay_between_requests,
+    )
+
+
+def next_due_in(device: Device, sims: list[int], now: datetime) -> float | None:
+    """Seconds until this device's next scheduled message falls due (for long polls)."""
+    from messaging.models import Message, Status
+
+    first = (
+        Message.objects.filter(device=device, sim__in=sims, status=Status.NEW, send_at__gt=now)
+        .order_by("send_at")
+        .values_list("send_at", flat=True)
+        .first()
+    )
+    return None if first is None else (first - now).total_seconds()
+
+
+@dataclass
+class ConfirmResult:
+    confirmed: list[int]
+    refused: list[int]
+
+
+def confirm(device: Device, message_ids: list[int]) -> ConfirmResult:
+    """The phone has the messages and will send them: they are never handed out again.
+
+    Confirms this device's live, unconfirmed leases; confirming again changes nothing and
+    answers confirmed. A lease that expired, a cancelled message or another device's is
+    refused, and the phone must not send it. Each confirmed message owes an outcome by its
+    not-before time plus OUTCOME_SECONDS, else it ends UNKNOWN (never re-sent).
+    """
+    from messaging.models import Message, Status
+
+    now = timezone.now()
+    ids = sorted({int(i) for i in message_ids})
+    mine = Message.objects.filter(id__in=ids, device=device, status=Status.TAKEN)
+    with transaction.atomic():
+        live = list(
+            mine.filter(confirmed_at__isnull=True, lease_expires_at__gte=now)
+            .select_for_update()
+            .values_list("id", "not_before_at")
+        )
+        for message_id, not_before in live:
+            Message.objects.filter(id=message_id, confirmed_at__isnull=True).update(
+                confirmed_at=now,
+                outcome_deadline_at=max(not_before or now, now)
+                + timedelta(seconds=OUTCOME_SECONDS),
+            )
+    confirmed = set(mine.filter(confirmed_at__isnull=False).values_list("id", flat=True))
+    return ConfirmResult(
+        confirmed=sorted(confirmed), refused=[i for i in ids if i not in confirmed]
+    )
+
+
+def settle_overdue(*, limit: int = 1000) -> int:
+    """Confirmed messages whose outcome never came by their deadline end UNKNOWN.
+
+    They are not sent again: the phone took them and may have sent them. Bounded;
+    idempotent. Returns how many moved.
+    """
+    from messaging import services as messaging
+    from messaging.models import Message, Status
+
+    now = timezone.now()
+    ids = list(
+        Message.objects.filter(
+            status=Status.TAKEN, confirmed_at__isnull=False, outcome_deadline_at__lt=now
+        )
+        .order_by("outcome_deadline_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    return len(
+        messaging.move(
+            ids,
+            Status.UNKNOWN,
+            only_from=[Status.TAKEN],
+            detail="no outcome reported by the phone before the deadline",
+            source="deadline",
+        ).moved
+    )
+
+
+# --- Reports and incoming SMS ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    message_id: int
+    status: int  # an outcome code: 6, 7, 8, 9-12, 100, 101
+    error: str = ""
+    parts: int | None = None
+
+
+@dataclass
+class ReportResult:
+    message_id: int
+    result: str  # "applied", "unchanged" or "refused"
+    status: int | None  # the message's status afterwards (None: not this device's)
+
+
+def report(device: Device, reports: list[Report]) -> list[ReportResult]:
+    """Apply the phone's outcome reports; each item on its own, idempotent, monotonic.
+
+    A report about another device's (or no) message is refused for that item only. Moves
+    that the lifecycle forbids (a "sent" after "delivered") are refused and change nothing.
+    """
+    from messaging import services as messaging
+    from messaging.models import OUTCOMES, Message, Status
+
+    # Applied in the order given; consecutive items of the same kind share one move.
+    results: list[str] = []
+    for (target, error), group in groupby(reports, key=lambda r: (r.status, r.error)):
+        items = list(group)
+        if target not in OUTCOMES:
+            results += ["refused"] * len(items)
+            continue
+        parts = {i.message_id: {"parts_sent": i.parts} for i in items if i.parts is not None}
+        moved = messaging.move(
+            [i.message_id for i in items],
+            Status(target),
+            device=device,
+            detail=error,
+            per_message=parts or None,
+            source=f"device {device.pk}",
+        )
+        applied, unchanged = set(moved.moved), set(moved.unchanged)
+        results += [
+            "applied"
+            if i.message_id in applied
+            else "unchanged"
+            if i.message_id in unchanged
+            else "refused"
+            for i in items
+        ]
+    statuses = dict(
+        Message.objects.filter(id__in=[r.message_id for r in reports], device=device).values_list(
+            "id", "status"
+        )
+    )
+    return [
+        ReportResult(item.message_id, result, statuses.get(item.message_id))
+        for item, result in zip(reports, results, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class IncomingSms:
+    external_id: str
+    sender: str
+    body: str
+    sim: int = 0
+    received_at: datetime | None = None
+
+
+def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
+    """Store SMS the phone received as INCOMING; the phone's own id makes it idempotent.
+
+    Returns {phone's id: our message id}, the same ids when an upload is repeated.
+    """
+    from messaging.models import Message, Status
+
+    now = timezone.now()
+    rows = []
+    for item in items:
+        try:
+            sender = normalize_phone(item.sender)
+        except InvalidPhone:
+            sender = item.sender.strip()[:32]  # alphanumeric senders ("VODAFONE") stay as sent
+        rows.append(
+            Message(
+                account_id=device.account_id,
+                device=device,
+                sim=item.sim,
+                phone=sender,
+                phone_raw=item.sender[:64],
+                body=item.body,
+                status=Status.INCOMING,
+                send_at=item.received_at or now,
+                sent_at=item.received_at or now,
+                segments=segment_count(item.body) if item.body else 1,
+                external_id=item.external_id[:64],
+                created_at=now,
+                status_changed_at=now,
+            )
+        )
+    with transaction.atomic():
+        Message.objects.bulk_create(rows, ignore_conflicts=True)
+    stored = Message.objects.filter(
+        device=device, status=Status.INCOMING, external_id__in=[i.external_id for i in items]
+    ).values_list("external_id", "id")
+    return dict(stored)

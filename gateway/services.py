@@ -133,47 +133,59 @@ def check_password_login(email: str, password: str) -> User | None:
     return user if isinstance(user, User) else None
 
 
-# Failed logins (gettoken, smstosend): at most LOGIN_FAILURE_LIMIT per account and per client
-# address within LOGIN_WINDOW_SECONDS, then refused until the window passes.
-LOGIN_FAILURE_LIMIT = 10
-LOGIN_WINDOW_SECONDS = 15 * 60
+# Failed attempts (logins for gettoken/smstosend/device pairing, pairing codes): at most
+# FAILURE_LIMIT per subject (an account, a client address) within FAILURE_WINDOW_SECONDS,
+# then refused until the window passes.
+FAILURE_LIMIT = 10
+FAILURE_WINDOW_SECONDS = 15 * 60
 
 
-class LoginThrottled(Exception):
+class TooManyFailures(Exception):
     pass
 
 
-def _failure_keys(email: str, client_ip: str, window: int) -> list[str]:
-    # The email is hashed: cache keys are visible to whoever can read Redis.
-    who = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-    return [f"login-fail:{window}:email:{who}", f"login-fail:{window}:ip:{client_ip}"]
+class FailureLimiter:
+    """Counts failures per subject in fixed windows of the cache (atomic INCR on Redis).
 
-
-def login_with_limits(email: str, password: str, client_ip: str) -> User | None:
-    """check_password_login, refused while the account or the address has failed too often.
-
-    Failures are counted in fixed windows; a request is refused while the current window and
-    the one before it hold LOGIN_FAILURE_LIMIT failures together, so no span of one window
-    lets more through. Blocked attempts run no password hash and count nothing more. On
-    Redis the counting is atomic (INCR); a successful login clears the account's count.
-    Raises LoginThrottled.
+    A subject is refused while its current window and the one before hold FAILURE_LIMIT
+    failures together, so no span of one window lets more through. Subjects are hashed:
+    cache keys are visible to whoever can read Redis.
     """
-    window = int(time.time()) // LOGIN_WINDOW_SECONDS
-    current = _failure_keys(email, client_ip, window)
-    previous = _failure_keys(email, client_ip, window - 1)
-    counts = cache.get_many(current + previous)
-    for now_key, before_key in zip(current, previous, strict=True):
-        if counts.get(now_key, 0) + counts.get(before_key, 0) >= LOGIN_FAILURE_LIMIT:
-            raise LoginThrottled()
-    user = check_password_login(email, password)
-    if user is None:
-        for key in current:
+
+    def __init__(self, kind: str, *subjects: str) -> None:
+        window = int(time.time()) // FAILURE_WINDOW_SECONDS
+        hashed = [hashlib.sha256(s.encode()).hexdigest()[:32] for s in subjects]
+        self.current = [f"fail:{kind}:{window}:{h}" for h in hashed]
+        self.previous = [f"fail:{kind}:{window - 1}:{h}" for h in hashed]
+
+    def check(self) -> None:
+        counts = cache.get_many(self.current + self.previous)
+        for now_key, before_key in zip(self.current, self.previous, strict=True):
+            if counts.get(now_key, 0) + counts.get(before_key, 0) >= FAILURE_LIMIT:
+                raise TooManyFailures()
+
+    def failed(self) -> None:
+        for key in self.current:
             # Kept for two windows: the next window still reads this one.
-            cache.add(key, 0, timeout=2 * LOGIN_WINDOW_SECONDS)
+            cache.add(key, 0, timeout=2 * FAILURE_WINDOW_SECONDS)
             try:
                 cache.incr(key)
             except ValueError:  # expired between add and incr
-                cache.set(key, 1, timeout=2 * LOGIN_WINDOW_SECONDS)
+                cache.set(key, 1, timeout=2 * FAILURE_WINDOW_SECONDS)
+
+    def clear_first(self) -> None:
+        cache.delete_many([self.current[0], self.previous[0]])
+
+
+def login_with_limits(email: str, password: str, client_ip: str) -> User | None:
+    """check_password_login, refused (TooManyFailures) while the account or the client
+    address has failed too often. Blocked attempts run no password hash and count nothing
+    more; a successful login clears the account's count."""
+    limiter = FailureLimiter("login", "email:" + email.strip().lower(), "ip:" + client_ip)
+    limiter.check()
+    user = check_password_login(email, password)
+    if user is None:
+        limiter.failed()
         return None
-    cache.delete_many([current[0], previous[0]])
+    limiter.clear_first()
     return user

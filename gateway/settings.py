@@ -325,6 +325,8 @@ REST_FRAMEWORK = {
 # below this ceiling.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 11 * 1024 * 1024
 DEVICE_CURRENT_APP_VERSION = env_str("DEVICE_CURRENT_APP_VERSION")
+# Long polls waiting at once per web process (each holds a thread); see docs/operations.md.
+LONG_POLL_MAX_WAITERS = env_int("LONG_POLL_MAX_WAITERS", 32, minimum=0)
 
 # Tokens are checked at most this often for their last-used time, so a busy client does not
 # turn every request into a write.

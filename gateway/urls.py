@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from gateway import views
 from messaging.api.compat import getdata
@@ -8,6 +8,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("api/device/v1/", include("devices.api.urls")),
     # SMSGateway24 compatibility: both spellings routed, so no redirect ever breaks a POST.
     path("getdata/<str:method>", getdata, name="getdata"),
     path("getdata/<str:method>/", getdata),

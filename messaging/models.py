@@ -79,7 +79,8 @@ OUTCOMES = frozenset({Status.SENT, Status.DELIVERED, Status.NOT_DELIVERED} | FAI
 #
 # - NEW is reached only from TAKEN: a lease the phone never confirmed goes back to the queue.
 # - Outcomes are reachable from TAKEN/QUEUED and also from UNKNOWN: a late report from the
-#   phone is the truth and replaces our guess.
+#   phone is the truth and replaces our guess. Likewise a message cancelled after the phone
+#   confirmed it may still have gone out: "sent"/"delivered" from the phone then wins.
 # - Monotonic: DELIVERED, NOT_DELIVERED and failures are final, so a late or repeated
 #   "sent" after "delivered" is not a legal move and changes nothing.
 # - INCOMING is only ever created, never moved into or out of.
@@ -88,9 +89,9 @@ LEGAL_SOURCES: dict[Status, frozenset[Status]] = {
     Status.NEW: frozenset({Status.TAKEN}),
     Status.TAKEN: frozenset({Status.NEW}),
     Status.QUEUED: frozenset({Status.TAKEN}),
-    Status.SENT: frozenset({*_IN_FLIGHT, Status.UNKNOWN}),
-    Status.DELIVERED: frozenset({*_IN_FLIGHT, Status.SENT, Status.UNKNOWN}),
-    Status.NOT_DELIVERED: frozenset({*_IN_FLIGHT, Status.SENT, Status.UNKNOWN}),
+    Status.SENT: frozenset({*_IN_FLIGHT, Status.UNKNOWN, Status.CANCELLED}),
+    Status.DELIVERED: frozenset({*_IN_FLIGHT, Status.SENT, Status.UNKNOWN, Status.CANCELLED}),
+    Status.NOT_DELIVERED: frozenset({*_IN_FLIGHT, Status.SENT, Status.UNKNOWN, Status.CANCELLED}),
     **{failure: frozenset({Status.NEW, *_IN_FLIGHT, Status.UNKNOWN}) for failure in FAILURES},
     Status.CANCELLED: frozenset({Status.NEW, *_IN_FLIGHT}),
     Status.EXPIRED: frozenset({Status.NEW}),
@@ -129,6 +130,16 @@ class Message(models.Model):
     )
     segments = models.PositiveSmallIntegerField(default=1)
     error_detail = models.CharField(max_length=500, blank=True)
+    # The hand-off to the phone (devices.services): a poll leases the message until
+    # lease_expires_at; the phone confirms receipt (confirmed_at) and then owes an outcome
+    # by outcome_deadline_at. not_before_at is the paced earliest send time.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    not_before_at = models.DateTimeField(null=True, blank=True)
+    outcome_deadline_at = models.DateTimeField(null=True, blank=True)
+    parts_sent = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Incoming SMS: the phone's own id of the message, so a repeated upload is stored once.
+    external_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     status_changed_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -159,12 +170,29 @@ class Message(models.Model):
                 condition=Q(customer_id__isnull=False),
             ),
             models.Index(fields=["account", "created_at"], name="message_account_created_idx"),
+            # Leases awaiting confirmation (re-poll, reaper) and confirmed ones awaiting an
+            # outcome (deadline sweep).
+            models.Index(
+                fields=["device", "lease_expires_at"],
+                name="message_lease_idx",
+                condition=Q(status=2, confirmed_at__isnull=True),
+            ),
+            models.Index(
+                fields=["outcome_deadline_at"],
+                name="message_outcome_due_idx",
+                condition=Q(status=2, confirmed_at__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=[s.value for s in Status]), name="message_status_valid"
             ),
             models.CheckConstraint(condition=Q(segments__gte=1), name="message_segments_positive"),
+            models.UniqueConstraint(
+                fields=["device", "external_id"],
+                condition=Q(status=5) & ~Q(external_id=""),
+                name="message_incoming_once_per_device",
+            ),
         ]
 
     def __str__(self) -> str:

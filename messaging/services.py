@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from devices import wake
 from devices.models import Device
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone, split_recipients
@@ -54,7 +55,11 @@ class MoveResult:
 
 def _fields_for(target: Status, now: datetime, detail: str) -> dict[str, Any]:
     fields: dict[str, Any] = {"status": target, "status_changed_at": now}
-    if target == Status.SENT:
+    if target == Status.NEW:
+        # Back in the queue: the next poll leases and paces it afresh.
+        fields["lease_expires_at"] = None
+        fields["not_before_at"] = None
+    elif target == Status.SENT:
         fields["sent_at"] = Coalesce(F("sent_at"), now)
     elif target == Status.DELIVERED:
         fields["sent_at"] = Coalesce(F("sent_at"), now)
@@ -74,13 +79,17 @@ def move(
     source: str = "",
     detail: str = "",
     extra: dict[str, Any] | None = None,
+    per_message: Mapping[int, dict[str, Any]] | None = None,
+    where: Q | None = None,
 ) -> MoveResult:
     """Move messages to ``target`` where that is a legal move; idempotent.
 
     ``account`` and ``device`` scope the messages: an id outside the scope is rejected
     exactly like an id that does not exist. ``only_from`` narrows the legal sources further
-    (a lease reaper moves TAKEN back to NEW, never anything else). ``extra`` sets more
-    columns in the same UPDATE; only services pass it.
+    (a lease reaper moves TAKEN back to NEW, never anything else), and ``where`` adds any
+    other condition the rows must meet at the moment of the move. ``extra`` sets more
+    columns in the same UPDATE, ``per_message`` sets columns for single messages (one
+    UPDATE each); only services pass them.
     """
     target = Status(target)
     sources = set(LEGAL_SOURCES[target])
@@ -97,6 +106,8 @@ def move(
             scoped = scoped.filter(account=account)
         if device is not None:
             scoped = scoped.filter(device=device)
+        if where is not None:
+            scoped = scoped.filter(where)
         # Locked in id order, so two concurrent moves of overlapping sets cannot deadlock.
         current = dict(scoped.select_for_update().order_by("id").values_list("id", "status"))
         by_source: dict[int, list[int]] = defaultdict(list)
@@ -113,7 +124,15 @@ def move(
         fields = {**_fields_for(target, now, detail), **(extra or {})}
         history: list[MessageStatusChange] = []
         for from_status, group in by_source.items():
-            updated = Message.objects.filter(id__in=group, status=from_status).update(**fields)
+            if per_message:
+                updated = sum(
+                    Message.objects.filter(id=message_id, status=from_status).update(
+                        **fields, **per_message.get(message_id, {})
+                    )
+                    for message_id in group
+                )
+            else:
+                updated = Message.objects.filter(id__in=group, status=from_status).update(**fields)
             # The rows are locked, so the compare-and-set cannot miss; if it ever did, the
             # history would lie, and that is worth failing the transaction for.
             if updated != len(group):
@@ -286,6 +305,9 @@ def store(account: Account, batch: PreparedBatch, *, return_ids: bool = True) ->
         else:
             _copy_rows(rows)
             ids = []
+        devices = {row[1] for row in rows}
+        # Wake phones waiting in a long poll, once the messages are visible to them.
+        transaction.on_commit(lambda: wake.ring(devices))
     log.info("account %s: %d SMS submitted", account.pk, len(rows))
     return ids
 
@@ -409,3 +431,13 @@ def list_messages(
 def count_messages(account: Account, query: MessageFilter) -> int:
     """Exact count of the account's messages matching ``query`` (asked for explicitly)."""
     return int(_filtered(account, query).count())
+
+
+def cancel(account: Account, message_ids: Iterable[int], *, source: str = "") -> MoveResult:
+    """Cancel the account's messages that no phone has sent yet. Idempotent.
+
+    A message not yet confirmed by its phone never reaches it (a confirmation that comes
+    later is refused). One the phone already confirmed is cancelled too, and the phone hears
+    of it on its next poll; it may have sent it already, and a "sent" report then wins.
+    """
+    return move(message_ids, Status.CANCELLED, account=account, source=source or "cancel")

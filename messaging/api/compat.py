@@ -78,7 +78,7 @@ class Call:
         password = self.params.text("pass", max_length=4096)
         try:
             user = accounts.login_with_limits(email, password, client_address(self.request))
-        except accounts.LoginThrottled:
+        except accounts.TooManyFailures:
             raise CompatError("Too many failed logins; try again in 15 minutes") from None
         if user is None:
             raise CompatError(BAD_LOGIN)

@@ -1,0 +1,683 @@
+#!/usr/bin/env python3
+"""Reference device agent for the SMS gateway: pairs a phone or modem and sends its SMS.
+
+One file, Python 3.9+ standard library only. Download it from your server
+(GET /api/device/v1/agent.py), then:
+
+    python3 sms_agent.py pair --server https://sms.example.com --code ABCD-EFGH
+    python3 sms_agent.py run --sender termux          # on an Android phone in Termux
+    python3 sms_agent.py run --sender modem --port /dev/ttyUSB0
+    python3 sms_agent.py run --sender gammu
+    python3 sms_agent.py run --sender simulated       # records instead of sending
+    python3 sms_agent.py fleet --server URL --email E --password P --count 50
+
+It speaks the gateway's device protocol (docs/device-protocol.md): poll (long poll when
+the server offers it), confirm receipt, send paced by the server's not-before times and
+the device's delay, report outcomes, upload incoming SMS. A journal on disk records every
+confirmed message before it is sent, so a restart never sends a message twice: messages
+confirmed but not yet started are sent after a restart; one whose sending had started when
+the agent died is left alone (the server marks it "unknown" at its deadline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+AGENT_VERSION = "1.0.0"
+log = logging.getLogger("sms_agent")
+
+SENT, DELIVERED, NOT_DELIVERED, GENERIC_FAILURE, NO_SERVICE = 6, 7, 8, 9, 10
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class Api:
+    """The device API over HTTP(S) with JSON bodies."""
+
+    def __init__(self, server: str, token: str | None = None) -> None:
+        if not server.startswith(("http://", "https://")):
+            raise SystemExit(f"--server must be an http:// or https:// address, not {server!r}")
+        self.base = server.rstrip("/") + "/api/device/v1/"
+        self.token = token
+
+    def call(self, name: str, payload: dict[str, Any], timeout: float = 15) -> Any:
+        data = json.dumps(payload).encode()
+        # The scheme was checked in __init__: http(s) only.
+        request = urllib.request.Request(self.base + name, data=data, method="POST")  # noqa: S310
+        request.add_header("Content-Type", "application/json")
+        request.add_header("User-Agent", f"sms-agent/{AGENT_VERSION}")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.loads(exc.read() or b"{}")
+            except ValueError:
+                body = None
+            raise ApiError(exc.code, body) from None
+
+
+# --- Journal --------------------------------------------------------------------------------
+
+
+class Journal:
+    """Append-only record of what happened to each message, fsynced before acting on it.
+
+    States: offered (the server offered it; we are confirming) -> confirmed (we own it; not
+    yet sent) -> sending (sending started) -> done (outcome known, maybe not reported yet)
+    -> reported. Also "refused" (the server did not confirm it: not ours to send) and
+    "cancelled".
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[int, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line from a crash
+                self.entries.setdefault(record["id"], {}).update(record)
+        self._compact()
+
+    def _compact(self) -> None:
+        # Keep unfinished entries and the most recent finished ones (to ignore stale offers).
+        finished = [i for i, e in self.entries.items() if e.get("state") == "reported"]
+        for message_id in sorted(finished)[:-5000]:
+            del self.entries[message_id]
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w") as handle:
+            for entry in self.entries.values():
+                handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        self.handle = self.path.open("a")
+
+    def knows(self, message_id: int) -> bool:
+        # A refused message may come back in a later poll: then it is new to us again.
+        return self.entries.get(message_id, {}).get("state") not in (None, "refused")
+
+    def record(self, message_id: int, **fields: Any) -> None:
+        with self.lock:
+            entry = self.entries.setdefault(message_id, {"id": message_id})
+            entry.update(fields)
+            self.handle.write(json.dumps({"id": message_id, **fields}) + "\n")
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+
+    def in_state(self, state: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(e) for e in self.entries.values() if e.get("state") == state]
+
+
+# --- Senders --------------------------------------------------------------------------------
+
+
+class Sender:
+    """Sends one SMS; returns the outcomes to report, in order (e.g. [6] or [6, 7] or [9])."""
+
+    name = "base"
+
+    def send(self, to: str, body: str, sim: int, segments: int) -> list[tuple[int, str]]:
+        raise NotImplementedError
+
+    def incoming(self) -> list[dict[str, Any]]:
+        """SMS received since the last call: {id, sender, body, sim, received_at}."""
+        return []
+
+
+class SimulatedSender(Sender):
+    """Records what it would send. For tests, demos and benchmarks."""
+
+    name = "simulated"
+
+    def __init__(self, delay: float = 0.0, failure_rate: float = 0.0, log_path: Path | None = None):
+        self.delay = delay
+        self.failure_rate = failure_rate
+        self.log_path = log_path
+        self.sent: list[dict[str, Any]] = []
+        self.inbox: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def send(self, to: str, body: str, sim: int, segments: int) -> list[tuple[int, str]]:
+        if self.delay:
+            time.sleep(self.delay)
+        record = {"to": to, "body": body, "sim": sim, "at": time.time()}
+        with self.lock:
+            self.sent.append(record)
+            if self.log_path:
+                with self.log_path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+        if random.random() < self.failure_rate:
+            return [(GENERIC_FAILURE, "simulated failure")]
+        return [(SENT, ""), (DELIVERED, "")]
+
+    def incoming(self) -> list[dict[str, Any]]:
+        with self.lock:
+            received, self.inbox = self.inbox, []
+        return received
+
+
+class TermuxSender(Sender):
+    """An Android phone running Termux with the Termux:API app (termux-sms-send/-list)."""
+
+    name = "termux"
+
+    def __init__(self, state_dir: Path) -> None:
+        for tool in ("termux-sms-send", "termux-sms-list"):
+            if shutil.which(tool) is None:
+                raise SystemExit(f"{tool} not found: install Termux:API (pkg install termux-api)")
+        self.seen_path = state_dir / "termux_seen.json"
+        self.seen = set(json.loads(self.seen_path.read_text())) if self.seen_path.exists() else None
+
+    def send(self, to: str, body: str, sim: int, segments: int) -> list[tuple[int, str]]:
+        result = subprocess.run(
+            ["termux-sms-send", "-n", to, "-s", str(sim), body],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            return [(GENERIC_FAILURE, (result.stderr or result.stdout).strip()[:400])]
+        # termux-sms-send reports no delivery receipt: "sent" is all we can know.
+        return [(SENT, "")]
+
+    def incoming(self) -> list[dict[str, Any]]:
+        result = subprocess.run(
+            ["termux-sms-list", "-t", "inbox", "-l", "50"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if result.returncode != 0:
+            log.warning("termux-sms-list failed: %s", result.stderr.strip())
+            return []
+        rows = json.loads(result.stdout or "[]")
+        first_run = self.seen is None
+        seen = self.seen or set()
+        fresh = [r for r in rows if str(r.get("_id")) not in seen]
+        seen.update(str(r.get("_id")) for r in rows)
+        self.seen = seen
+        self.seen_path.write_text(json.dumps(sorted(seen)[-2000:]))
+        if first_run:
+            return []  # the inbox as it was before the agent started is not uploaded
+        return [
+            {
+                "id": str(r["_id"]),
+                "sender": r.get("number", ""),
+                "body": r.get("body", ""),
+                "sim": 0,
+                "received_at": _termux_time(r.get("received")),
+            }
+            for r in fresh
+        ]
+
+
+def _termux_time(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        local = datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").astimezone()
+        return local.astimezone(timezone.utc).isoformat()
+    except ValueError:
+        return None
+
+
+GSM7 = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+
+class ModemSender(Sender):
+    """A GSM modem or phone on a serial port, driven with AT commands in text mode.
+
+    Text mode sends single-part SMS; longer messages are refused (use --sender gammu, which
+    splits them into concatenated parts).
+    """
+
+    name = "modem"
+
+    def __init__(self, port: str, baud: int = 115200) -> None:
+        import termios
+
+        self.fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+        attrs = termios.tcgetattr(self.fd)
+        speed = getattr(termios, f"B{baud}")
+        attrs[0] = 0  # iflag: raw
+        attrs[1] = 0  # oflag
+        attrs[2] = termios.CS8 | termios.CREAD | termios.CLOCAL  # cflag
+        attrs[3] = 0  # lflag: no echo, no canonical mode
+        attrs[4] = attrs[5] = speed
+        attrs[6][termios.VMIN] = 0
+        attrs[6][termios.VTIME] = 5  # read() returns after 0.5 s of silence
+        termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+        self.lock = threading.Lock()
+        self.command("ATE0")
+        self.command("AT+CMGF=1")
+
+    def _read_until(self, endings: tuple[bytes, ...], timeout: float) -> bytes:
+        buffer = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = os.read(self.fd, 1024)
+            buffer += chunk
+            if any(end in buffer for end in endings):
+                break
+        return buffer
+
+    def command(self, text: str, timeout: float = 10) -> str:
+        os.write(self.fd, text.encode() + b"\r")
+        return self._read_until((b"OK\r\n", b"ERROR"), timeout).decode(errors="replace")
+
+    def send(self, to: str, body: str, sim: int, segments: int) -> list[tuple[int, str]]:
+        if segments > 1:
+            return [
+                (
+                    GENERIC_FAILURE,
+                    "multi-part SMS need --sender gammu (AT text mode sends one part)",
+                )
+            ]
+        with self.lock:
+            if all(c in GSM7 for c in body):
+                self.command('AT+CSCS="GSM"')
+                number, text = to, body.encode("latin-1", errors="replace")
+            else:
+                self.command('AT+CSCS="UCS2"')
+                self.command("AT+CSMP=17,167,0,8")
+                number = to.encode("utf-16-be").hex().upper()
+                text = body.encode("utf-16-be").hex().upper().encode()
+            os.write(self.fd, f'AT+CMGS="{number}"\r'.encode())
+            self._read_until((b">",), 10)
+            os.write(self.fd, text + b"\x1a")
+            answer = self._read_until((b"OK\r\n", b"ERROR"), 60).decode(errors="replace")
+            self.command('AT+CSCS="GSM"')
+            self.command("AT+CSMP=17,167,0,0")
+        if "+CMGS" in answer and "OK" in answer:
+            return [(SENT, "")]
+        return [(GENERIC_FAILURE, answer.strip()[:400] or "no answer from the modem")]
+
+    def incoming(self) -> list[dict[str, Any]]:
+        with self.lock:
+            listing = self.command('AT+CMGL="REC UNREAD"', timeout=15)
+        found = []
+        pattern = re.compile(r'\+CMGL: (\d+),"[^"]*","([^"]*)",[^\r\n]*\r?\n([^\r\n]*)')
+        for index, sender, body in pattern.findall(listing):
+            found.append(
+                {
+                    "id": f"modem-{index}-{hash((sender, body)) & 0xFFFFFFF}",
+                    "sender": sender,
+                    "body": body,
+                    "sim": 0,
+                    "received_at": None,
+                }
+            )
+            with self.lock:
+                self.command(f"AT+CMGD={index}")
+        return found
+
+
+class GammuSender(Sender):
+    """A modem or phone configured for gammu (~/.gammurc); handles multi-part SMS."""
+
+    name = "gammu"
+
+    def __init__(self) -> None:
+        if shutil.which("gammu") is None:
+            raise SystemExit(
+                "gammu not found: install it (apt install gammu) and configure ~/.gammurc"
+            )
+
+    def send(self, to: str, body: str, sim: int, segments: int) -> list[tuple[int, str]]:
+        command = ["gammu", "sendsms", "TEXT", to, "-text", body]
+        if segments > 1:
+            command += ["-len", str(len(body))]
+        if any(c not in GSM7 for c in body):
+            command.append("-unicode")
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if result.returncode == 0:
+            return [(SENT, "")]
+        return [(GENERIC_FAILURE, (result.stderr or result.stdout).strip()[:400])]
+
+
+# --- The agent ------------------------------------------------------------------------------
+
+
+def _parse_time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class Agent:
+    """Runs the device protocol for one device."""
+
+    def __init__(
+        self,
+        api: Api,
+        sender: Sender,
+        journal: Journal,
+        *,
+        wait: int = 25,
+        slots: list[int] | None = None,
+        chaos: dict[str, float] | None = None,
+    ) -> None:
+        self.api = api
+        self.sender = sender
+        self.journal = journal
+        self.wait = wait
+        self.slots = slots
+        self.chaos = chaos or {}
+        self.poll_interval = 10
+        self.delay_between_sms = 0
+        self.last_send_by_sim: dict[int, float] = {}
+        self.failures = 0
+        self.stopping = threading.Event()
+
+    def _chaos(self, name: str) -> bool:
+        return random.random() < self.chaos.get(name, 0.0)
+
+    def run(self, *, loops: int | None = None, duration: float | None = None) -> None:
+        deadline = time.monotonic() + duration if duration else None
+        self.report_pending()  # outcomes known before a restart
+        done = 0
+        while not self.stopping.is_set():
+            if (loops is not None and done >= loops) or (deadline and time.monotonic() > deadline):
+                break
+            done += 1
+            try:
+                self.cycle()
+                self.failures = 0
+            except (OSError, ApiError, ValueError) as exc:
+                if isinstance(exc, ApiError) and exc.status in (401, 403):
+                    log.error("server refused this device (%s); pair it again", exc)
+                    raise
+                self.failures += 1
+                backoff = min(60.0, 2 ** min(self.failures, 6)) * (0.5 + random.random() / 2)
+                log.warning("network error (%s); retrying in %.1f s", exc, backoff)
+                self.stopping.wait(backoff)
+
+    def cycle(self) -> None:
+        self.confirm_offered()
+        payload: dict[str, Any] = {"wait": self.wait, "app_version": AGENT_VERSION}
+        if self.slots is not None:
+            payload["slots"] = self.slots
+        answer = self.api.call("poll", payload, timeout=self.wait + 15)
+        if self._chaos("drop_poll"):
+            log.info("chaos: dropping a poll answer")
+            return
+        self.poll_interval = answer.get("poll_interval", self.poll_interval)
+        self.delay_between_sms = answer.get("delay_between_sms") or 0
+        for message_id in answer.get("cancelled", []):
+            entry = self.journal.entries.get(message_id)
+            if entry and entry.get("state") == "confirmed":
+                self.journal.record(message_id, state="cancelled")
+        for message in answer.get("messages", []):
+            if not self.journal.knows(message["id"]):
+                self.journal.record(message["id"], state="offered", message=message)
+        if self._chaos("crash_before_confirm"):
+            log.info("chaos: crashing before confirming")
+            os._exit(17)
+        self.confirm_offered()
+        self.send_confirmed()
+        self.report_pending()
+        self.upload_incoming()
+        if not answer.get("messages") and self.wait == 0:
+            self.stopping.wait(self.poll_interval)
+
+    def confirm_offered(self) -> None:
+        """Confirm what was offered. Retried after a lost answer (and after a restart): the
+        server answers "confirmed" again for what it already confirmed, so nothing the
+        server considers ours is ever left unsent."""
+        offered = self.journal.in_state("offered")
+        if not offered:
+            return
+        answer = self.api.call("confirm", {"ids": [e["id"] for e in offered]})
+        if self._chaos("crash_after_confirm"):
+            os._exit(18)
+        confirmed = set(answer["confirmed"])
+        for entry in offered:
+            self.journal.record(
+                entry["id"], state="confirmed" if entry["id"] in confirmed else "refused"
+            )
+
+    def send_confirmed(self) -> None:
+        queue = sorted(
+            self.journal.in_state("confirmed"),
+            key=lambda e: (not e["message"]["urgent"], e["message"]["not_before"], e["id"]),
+        )
+        for entry in queue:
+            message = entry["message"]
+            sim = message["sim"]
+            # The server's not-before time is a floor; the delay also holds between our own
+            # sends, in case an earlier message went out late.
+            start = _parse_time(message["not_before"])
+            if not message["urgent"] and sim in self.last_send_by_sim:
+                start = max(start, self.last_send_by_sim[sim] + self.delay_between_sms)
+            pause = start - time.time()
+            if pause > 0 and self.stopping.wait(pause):
+                return
+            self.journal.record(entry["id"], state="sending")
+            if self._chaos("crash_while_sending"):
+                os._exit(19)
+            outcomes = self.sender.send(message["to"], message["body"], sim, message["segments"])
+            self.last_send_by_sim[sim] = time.time()
+            self.journal.record(entry["id"], state="done", outcomes=outcomes)
+
+    def report_pending(self) -> None:
+        pending = self.journal.in_state("done")
+        if not pending:
+            return
+        reports = [
+            {"id": e["id"], "status": status, "error": error}
+            for e in pending
+            for status, error in e.get("outcomes", [])
+        ]
+        if self._chaos("duplicate_reports"):
+            reports = reports + list(reversed(reports))
+        self.api.call("report", {"reports": reports})
+        for entry in pending:
+            self.journal.record(entry["id"], state="reported")
+
+    def upload_incoming(self) -> None:
+        received = self.sender.incoming()
+        if received:
+            self.api.call("incoming", {"messages": received})
+
+
+# --- Commands -------------------------------------------------------------------------------
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    path = Path(args.state).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _details(args: argparse.Namespace, imei: str = "") -> dict[str, Any]:
+    slots = [int(s) for s in (args.sim_slots or "0").split(",")]
+    return {
+        "title": args.title,
+        "imei": imei or args.imei,
+        "app_version": AGENT_VERSION,
+        "sims": [{"slot": s} for s in slots],
+    }
+
+
+def cmd_pair(args: argparse.Namespace) -> None:
+    payload: dict[str, Any] = {"device": _details(args)}
+    if args.code:
+        payload["code"] = args.code
+    else:
+        payload.update(email=args.email, password=args.password)
+    answer = Api(args.server).call("pair", payload)
+    state = {"server": args.server, "device_id": answer["device_id"], "token": answer["token"]}
+    path = _state_dir(args) / "device.json"
+    path.write_text(json.dumps(state))
+    path.chmod(0o600)
+    print(f"Paired as device {answer['device_id']}; credentials saved in {path}")
+
+
+def _sender(args: argparse.Namespace, state_dir: Path) -> Sender:
+    if args.sender == "termux":
+        return TermuxSender(state_dir)
+    if args.sender == "modem":
+        return ModemSender(args.port, args.baud)
+    if args.sender == "gammu":
+        return GammuSender()
+    return SimulatedSender(
+        args.sim_delay, args.sim_failure_rate, Path(args.sent_log) if args.sent_log else None
+    )
+
+
+def _chaos(args: argparse.Namespace) -> dict[str, float]:
+    return {
+        "drop_poll": args.chaos_drop_poll,
+        "crash_before_confirm": args.chaos_crash_before_confirm,
+        "crash_after_confirm": args.chaos_crash_after_confirm,
+        "crash_while_sending": args.chaos_crash_while_sending,
+        "duplicate_reports": args.chaos_duplicate_reports,
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    state_dir = _state_dir(args)
+    state = json.loads((state_dir / "device.json").read_text())
+    api = Api(args.server or state["server"], state["token"])
+    agent = Agent(
+        api,
+        _sender(args, state_dir),
+        Journal(state_dir / "journal.jsonl"),
+        wait=args.wait,
+        chaos=_chaos(args),
+    )
+    signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
+    log.info("device %s running with the %s sender", state["device_id"], agent.sender.name)
+    agent.run(loops=args.loops, duration=args.duration)
+
+
+def cmd_fleet(args: argparse.Namespace) -> None:
+    """N simulated devices in one process (tests and benchmarks)."""
+    state_dir = _state_dir(args)
+    agents = []
+    for index in range(args.count):
+        payload = {
+            "email": args.email,
+            "password": args.password,
+            "device": _details(args, imei=f"FLEET{index:05d}"),
+        }
+        answer = Api(args.server).call("pair", payload)
+        sender = SimulatedSender(
+            args.sim_delay, args.sim_failure_rate, Path(args.sent_log) if args.sent_log else None
+        )
+        journal = Journal(state_dir / f"fleet-{index}.jsonl")
+        agents.append(
+            Agent(
+                Api(args.server, answer["token"]),
+                sender,
+                journal,
+                wait=args.wait,
+                chaos=_chaos(args),
+            )
+        )
+    threads = [
+        threading.Thread(target=a.run, kwargs={"duration": args.duration}, daemon=True)
+        for a in agents
+    ]
+
+    def stop_all(*_: Any) -> None:
+        for agent in agents:
+            agent.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop_all)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sent = sum(len(getattr(a.sender, "sent", [])) for a in agents)
+    print(json.dumps({"devices": len(agents), "sent": sent}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--state", default="~/.sms-agent", help="folder for credentials and journal"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    pair = commands.add_parser("pair", help="pair this device with a server")
+    pair.add_argument("--server", required=True)
+    pair.add_argument("--code", help="pairing code from the admin")
+    pair.add_argument("--email")
+    pair.add_argument("--password")
+
+    run = commands.add_parser("run", help="send the device's SMS")
+    run.add_argument("--server", help="default: the one paired with")
+    fleet = commands.add_parser("fleet", help="run N simulated devices")
+    fleet.add_argument("--server", required=True)
+    fleet.add_argument("--email", required=True)
+    fleet.add_argument("--password", required=True)
+    fleet.add_argument("--count", type=int, default=10)
+
+    for sub in (pair, fleet):
+        sub.add_argument("--title", default="sms-agent")
+        sub.add_argument("--imei", default="")
+        sub.add_argument("--sim-slots", default="0", help="comma-separated SIM slots, e.g. 0,1")
+    for sub in (run, fleet):
+        sub.add_argument(
+            "--sender", choices=["simulated", "termux", "modem", "gammu"], default="simulated"
+        )
+        sub.add_argument("--port", default="/dev/ttyUSB0", help="modem serial port")
+        sub.add_argument("--baud", type=int, default=115200)
+        sub.add_argument("--wait", type=int, default=25, help="long-poll seconds (0: plain polls)")
+        sub.add_argument("--loops", type=int, help="stop after this many polls")
+        sub.add_argument("--duration", type=float, help="stop after this many seconds")
+        sub.add_argument("--sim-delay", type=float, default=0.0, help="simulated send time")
+        sub.add_argument("--sim-failure-rate", type=float, default=0.0)
+        sub.add_argument("--sent-log", help="simulated sender: append what it sends to this file")
+        for name in (
+            "drop-poll",
+            "crash-before-confirm",
+            "crash-after-confirm",
+            "crash-while-sending",
+            "duplicate-reports",
+        ):
+            sub.add_argument(f"--chaos-{name}", type=float, default=0.0, help=argparse.SUPPRESS)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    {"pair": cmd_pair, "run": cmd_run, "fleet": cmd_fleet}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

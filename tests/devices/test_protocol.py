@@ -1,0 +1,378 @@
+"""The device protocol's rules, at the service layer: pairing, leases, pacing, reports."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from devices import services
+from devices.models import Device, PairingCode, SimSlot
+from messaging import services as messaging
+from messaging.models import Message, MessageStatusChange, Status
+from tests.devices.conftest import age
+
+
+def send(account, device, n=1, **fields):
+    requests = [
+        messaging.OutgoingSms(device.pk, fields.pop("phone", "+4915752982212"), f"msg {i}", **fields)
+        for i in range(n)
+    ]
+    return messaging.submit(account, requests)
+
+
+# --- pairing --------------------------------------------------------------------------------
+
+
+def test_a_pairing_code_works_once(account):
+    _, code = services.create_pairing_code(account)
+    assert len(code) == 9 and code[4] == "-"
+    details = services.DeviceDetails(title="Pixel 7", imei="358240051111110", app_version="1.0.0",
+                                      sims=(services.SimInfo(0, carrier_name="A1"), services.SimInfo(1)))
+    device, token = services.pair_with_code(code.lower().replace("-", " "), details)
+    assert device.account_id == account.pk and device.title == "Pixel 7"
+    assert list(device.sims.values_list("slot", "carrier_name")) == [(0, "A1"), (1, "")]
+    assert services.authenticate_device(token) == device
+    assert token not in str(list(Device.objects.values()))
+    with pytest.raises(services.PairingRefused):
+        services.pair_with_code(code, details)
+
+
+def test_an_expired_or_unknown_code_is_refused(account):
+    pairing, code = services.create_pairing_code(account)
+    PairingCode.objects.filter(pk=pairing.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    with pytest.raises(services.PairingRefused):
+        services.pair_with_code(code, services.DeviceDetails())
+    with pytest.raises(services.PairingRefused):
+        services.pair_with_code("ZZZZ-ZZZZ", services.DeviceDetails())
+
+
+def test_re_pairing_the_same_phone_reuses_its_device_and_replaces_its_token(paired):
+    device, old_token = paired()
+    account = device.account
+    leased, confirmed = send(account, device, 2)
+    services.poll(device)
+    services.confirm(device, [confirmed])
+    again, new_token = services.pair_with_login(account, services.DeviceDetails(imei=device.imei))
+    assert again.pk == device.pk and Device.objects.filter(account=account).count() == 1
+    assert services.authenticate_device(old_token) is None
+    assert services.authenticate_device(new_token) == again
+    # the new installation cannot know the old one's unconfirmed lease: it is queued again
+    assert Message.objects.get(pk=leased).status == Status.NEW
+    assert Message.objects.get(pk=confirmed).status == Status.TAKEN
+
+
+def test_a_phone_without_imei_is_recognised_by_serial_number(account):
+    details = services.DeviceDetails(serial_number="EMULATOR30X0X5X0")
+    first, _ = services.pair_with_login(account, details)
+    second, _ = services.pair_with_login(account, details)
+    assert first.pk == second.pk
+
+
+def test_the_same_imei_in_another_account_is_another_device(make_account):
+    details = services.DeviceDetails(imei="358240051111110")
+    mine, _ = services.pair_with_login(make_account(), details)
+    theirs, _ = services.pair_with_login(make_account(), details)
+    assert mine.pk != theirs.pk
+
+
+# --- poll and lease -------------------------------------------------------------------------
+
+
+def test_poll_hands_out_due_messages_urgent_first_then_by_send_time(paired):
+    device, _ = paired()
+    account = device.account
+    normal_old, normal_new = send(account, device, 2)
+    age(Message.objects.get(pk=normal_old), minutes=5)
+    age(Message.objects.get(pk=normal_new), minutes=1)
+    (urgent,) = send(account, device, urgent=True)
+    (later,) = send(account, device, send_at=timezone.now() + timedelta(hours=1))
+    result = services.poll(device)
+    assert [m.id for m in result.messages] == [urgent, normal_old, normal_new]
+    assert later not in [m.id for m in result.messages]
+    assert all(m.lease_expires_at > timezone.now() for m in result.messages)
+    assert Message.objects.get(pk=urgent).status == Status.TAKEN
+
+
+def test_poll_respects_batch_size_and_slots_and_devices(paired):
+    device, _ = paired(batch_size=3)
+    other, _ = paired(account=device.account)
+    account = device.account
+    send(account, device, 2, sim=1)
+    send(account, device, 5, sim=0)
+    send(account, other, 2)
+    assert {m.sim for m in services.poll(device, [1]).messages} == {1}
+    result = services.poll(device)
+    assert len(result.messages) == 3  # two leases on slot 1 + one more
+    assert not any(m.id in Message.objects.filter(device=other).values_list("id", flat=True)
+                   for m in result.messages)
+
+
+def test_a_re_poll_returns_the_same_leases_not_new_copies(paired):
+    device, _ = paired()
+    send(device.account, device, 3)
+    first = services.poll(device)
+    second = services.poll(device)
+    assert [m.id for m in second.messages] == [m.id for m in first.messages]
+    assert MessageStatusChange.objects.filter(to_status=Status.TAKEN).count() == 3
+
+
+def test_an_unconfirmed_lease_returns_to_the_queue_after_its_timeout(paired):
+    device, _ = paired()
+    (message_id,) = send(device.account, device)
+    services.poll(device)
+    Message.objects.filter(pk=message_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.return_expired_leases() == 1
+    message = Message.objects.get(pk=message_id)
+    assert message.status == Status.NEW and message.lease_expires_at is None
+    # and it can be handed out again
+    assert [m.id for m in services.poll(device).messages] == [message_id]
+
+
+def test_an_expired_lease_cannot_be_confirmed(paired):
+    device, _ = paired()
+    (message_id,) = send(device.account, device)
+    services.poll(device)
+    Message.objects.filter(pk=message_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.confirm(device, [message_id]).refused == [message_id]
+
+
+def test_a_confirmed_message_is_never_handed_out_again(paired):
+    device, _ = paired()
+    (message_id,) = send(device.account, device)
+    services.poll(device)
+    assert services.confirm(device, [message_id]).confirmed == [message_id]
+    assert services.confirm(device, [message_id]).confirmed == [message_id]  # idempotent
+    Message.objects.filter(pk=message_id).update(lease_expires_at=timezone.now() - timedelta(hours=1))
+    assert services.return_expired_leases() == 0
+    assert services.poll(device).messages == []
+
+
+def test_a_confirmed_message_without_outcome_ends_unknown_and_is_not_re_sent(paired):
+    device, _ = paired()
+    (message_id,) = send(device.account, device)
+    services.poll(device)
+    services.confirm(device, [message_id])
+    Message.objects.filter(pk=message_id).update(outcome_deadline_at=timezone.now() - timedelta(seconds=1))
+    assert services.settle_overdue() == 1
+    assert Message.objects.get(pk=message_id).status == Status.UNKNOWN
+    assert services.poll(device).messages == []
+    # the phone's late word still counts
+    services.report(device, [services.Report(message_id, Status.DELIVERED)])
+    assert Message.objects.get(pk=message_id).status == Status.DELIVERED
+
+
+def test_confirming_another_devices_message_is_refused(paired):
+    device, _ = paired()
+    other, _ = paired(account=device.account)
+    (message_id,) = send(device.account, device)
+    services.poll(device)
+    assert services.confirm(other, [message_id]).refused == [message_id]
+
+
+def test_a_disabled_device_gets_nothing(paired):
+    device, _ = paired(enabled=False)
+    send(device.account, device)
+    assert services.poll(device).messages == []
+
+
+# --- cancel ---------------------------------------------------------------------------------
+
+
+def test_a_message_cancelled_before_confirmation_never_reaches_the_phone(paired):
+    device, _ = paired()
+    queued, leased = send(device.account, device, 2)
+    Message.objects.filter(pk=queued).update(send_at=timezone.now() + timedelta(hours=1))
+    services.poll(device)
+    messaging.cancel(device.account, [queued, leased])
+    assert services.confirm(device, [leased]).refused == [leased]
+    Message.objects.filter(pk=queued).update(send_at=timezone.now())
+    assert services.poll(device).messages == []
+
+
+def test_a_phone_hears_of_a_cancellation_after_it_confirmed(paired):
+    device, _ = paired()
+    (message_id,) = send(device.account, device)
+    services.poll(device)
+    services.confirm(device, [message_id])
+    messaging.cancel(device.account, [message_id])
+    assert services.poll(device).cancelled == [message_id]
+
+
+# --- pacing ---------------------------------------------------------------------------------
+
+
+def _handed(device, rounds: int = 1):
+    out = []
+    for _ in range(rounds):
+        result = services.poll(device)
+        services.confirm(device, [m.id for m in result.messages])
+        out += result.messages
+    return out
+
+
+def test_non_urgent_sends_on_one_sim_are_spaced_by_the_delay(paired):
+    device, _ = paired(delay_between_sms=4, delay_between_requests=60)
+    send(device.account, device, 6)
+    times = sorted(m.not_before_at for m in _handed(device))
+    assert len(times) == 6
+    assert all((b - a).total_seconds() >= 4 for a, b in zip(times, times[1:], strict=False))
+
+
+def test_urgent_skips_the_delay(paired):
+    device, _ = paired(delay_between_sms=30)
+    send(device.account, device, 3, urgent=True)
+    times = [m.not_before_at for m in _handed(device)]
+    assert (max(times) - min(times)).total_seconds() < 1
+
+
+def test_the_two_sims_are_paced_independently(paired):
+    device, _ = paired(delay_between_sms=20)
+    send(device.account, device, 1, sim=0)
+    send(device.account, device, 1, sim=1)
+    times = [m.not_before_at for m in _handed(device)]
+    assert (max(times) - min(times)).total_seconds() < 1
+
+
+def test_at_most_30_segments_per_60_seconds_even_for_urgent(paired):
+    device, _ = paired(delay_between_requests=300, batch_size=100)
+    account = device.account
+    long_text = "x" * 400  # 3 segments
+    messaging.submit(account, [messaging.OutgoingSms(device.pk, "1234", long_text, urgent=True)] * 25)
+    leases = _handed(device)
+    events = sorted((m.not_before_at.timestamp(), m.segments) for m in leases)
+    for start, _ in events:
+        in_window = sum(n for t, n in events if start <= t < start + 60)
+        assert in_window <= 30
+    # 300 s of horizon at 30 segments/min: 25 messages of 3 segments all fit, spread out
+    assert len(leases) == 25 and events[-1][0] - events[0][0] >= 60 * 2
+
+
+def test_a_device_that_declares_a_higher_limit_gets_it(paired):
+    device, _ = paired(segments_per_minute=100, batch_size=50)
+    messaging.submit(device.account, [messaging.OutgoingSms(device.pk, "1234", "hi", urgent=True)] * 50)
+    times = [m.not_before_at for m in _handed(device)]
+    assert len(times) == 50 and (max(times) - min(times)).total_seconds() < 1
+
+
+def test_messages_paced_beyond_the_next_poll_stay_queued(paired):
+    device, _ = paired(delay_between_sms=20, delay_between_requests=10)
+    ids = send(device.account, device, 5)
+    handed = [m.id for m in services.poll(device).messages]
+    # due within 10 s + 30 s of margin: now, +20 s, +40 s
+    assert handed == ids[:3]
+    assert Message.objects.get(pk=ids[4]).status == Status.NEW
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+def _confirmed(device, n=1):
+    ids = send(device.account, device, n)
+    services.poll(device)
+    services.confirm(device, ids)
+    return ids
+
+
+def test_reports_are_idempotent_and_monotonic(paired):
+    device, _ = paired()
+    (message_id,) = _confirmed(device)
+    first = services.report(device, [services.Report(message_id, Status.SENT)])
+    assert (first[0].result, first[0].status) == ("applied", Status.SENT)
+    services.report(device, [services.Report(message_id, Status.DELIVERED)])
+    late = services.report(device, [services.Report(message_id, Status.SENT),
+                                    services.Report(message_id, Status.DELIVERED)])
+    assert [r.result for r in late] == ["refused", "unchanged"]
+    message = Message.objects.get(pk=message_id)
+    assert message.status == Status.DELIVERED and message.delivered_at and message.sent_at
+    assert MessageStatusChange.objects.filter(message_id=message_id).count() == 3  # 2, 6, 7
+
+
+def test_a_failure_report_keeps_the_phones_error_and_part_count(paired):
+    device, _ = paired()
+    (message_id,) = _confirmed(device)
+    services.report(device, [services.Report(message_id, Status.NO_SERVICE, "RESULT_ERROR_NO_SERVICE", 1)])
+    message = Message.objects.get(pk=message_id)
+    assert (message.status, message.error_detail, message.parts_sent) == (Status.NO_SERVICE, "RESULT_ERROR_NO_SERVICE", 1)
+
+
+def test_a_report_about_another_devices_message_is_refused_alone(paired):
+    device, _ = paired()
+    other, _ = paired(account=device.account)
+    (mine,) = _confirmed(device)
+    (theirs,) = _confirmed(other)
+    results = services.report(device, [services.Report(theirs, Status.SENT), services.Report(mine, Status.SENT),
+                                       services.Report(999999, Status.SENT), services.Report(mine, Status.NEW)])
+    assert [(r.result, r.status) for r in results] == [("refused", None), ("applied", 6), ("refused", None), ("refused", 6)]
+    assert Message.objects.get(pk=theirs).status == Status.TAKEN
+
+
+# --- incoming -------------------------------------------------------------------------------
+
+
+def test_incoming_sms_are_stored_once(paired):
+    device, _ = paired()
+    items = [services.IncomingSms("inbox-41", "+49 157 52982212", "STOP", 1), services.IncomingSms("inbox-42", "VODAFONE", "Your bill")]
+    first = services.receive(device, items)
+    again = services.receive(device, items)
+    assert first == again and len(first) == 2
+    stored = Message.objects.get(pk=first["inbox-41"])
+    assert (stored.status, stored.phone, stored.sim, stored.account_id) == (Status.INCOMING, "+4915752982212", 1, device.account_id)
+    assert Message.objects.get(pk=first["inbox-42"]).phone == "VODAFONE"
+
+
+# --- cost and concurrency -------------------------------------------------------------------
+
+
+def test_an_empty_poll_only_reads(paired):
+    device, _ = paired()
+    services.heartbeat(device)  # last seen is fresh
+    with CaptureQueriesContext(connection) as queries:
+        services.heartbeat(device)
+        result = services.poll(device)
+    assert result.messages == []
+    writes = [q["sql"] for q in queries if q["sql"].split()[0].upper() not in ("SELECT",)]
+    assert writes == []
+
+
+def test_heartbeat_writes_last_seen_at_most_every_few_seconds(paired):
+    device, _ = paired()
+    Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now() - timedelta(minutes=5))
+    device.refresh_from_db()
+    services.heartbeat(device, services.Heartbeat(battery_percent=80))
+    refreshed = Device.objects.get(pk=device.pk)
+    assert refreshed.battery_percent == 80
+    assert timezone.now() - refreshed.last_seen_at < timedelta(seconds=5)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_polls_never_lease_a_message_twice(make_account, make_device):
+    account = make_account()
+    device = make_device(account, slots=(0,), batch_size=5, segments_per_minute=1000)
+    SimSlot.objects.filter(device=device).update(next_send_at=None)
+    messaging.submit(account, [messaging.OutgoingSms(device.pk, "1234", "x", urgent=True)] * 60)
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(10):
+                result = services.poll(Device.objects.get(pk=device.pk))
+                services.confirm(device, [m.id for m in result.messages])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    takes = list(MessageStatusChange.objects.filter(to_status=Status.TAKEN).values_list("message_id", flat=True))
+    assert len(takes) == len(set(takes)) == 60
