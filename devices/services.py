@@ -304,8 +304,6 @@ def heartbeat(device: Device, beat: Heartbeat | None = None, now: datetime | Non
 
 # --- Poll: lease, pace, confirm -------------------------------------------------------------
 
-LEASE_SECONDS = 60  # to confirm receipt after a poll answer
-OUTCOME_SECONDS = 15 * 60  # to report an outcome after the paced send time
 PACING_WINDOW_SECONDS = 60  # the platform limit's window
 MAX_WAIT_SECONDS = LONG_POLL_SECONDS
 CANCEL_NOTICE_HOURS = 24
@@ -507,7 +505,8 @@ def poll(
                         break
                     claimed[message_id] = {
                         "not_before_at": send_at,
-                        "lease_expires_at": send_at + timedelta(seconds=LEASE_SECONDS),
+                        "lease_expires_at": send_at
+                        + timedelta(seconds=settings.DEVICE_LEASE_SECONDS),
                     }
                     room -= 1
                 pacer.save()
@@ -554,7 +553,7 @@ def confirm(device: Device, message_ids: list[int]) -> ConfirmResult:
     Confirms this device's live, unconfirmed leases; confirming again changes nothing and
     answers confirmed. A lease that expired, a cancelled message or another device's is
     refused, and the phone must not send it. Each confirmed message owes an outcome by its
-    not-before time plus OUTCOME_SECONDS, else it ends UNKNOWN (never re-sent).
+    not-before time plus DEVICE_OUTCOME_SECONDS, else it ends UNKNOWN (never re-sent).
     """
     from messaging.models import Message, Status
 
@@ -571,7 +570,7 @@ def confirm(device: Device, message_ids: list[int]) -> ConfirmResult:
             Message.objects.filter(id=message_id, confirmed_at__isnull=True).update(
                 confirmed_at=now,
                 outcome_deadline_at=max(not_before or now, now)
-                + timedelta(seconds=OUTCOME_SECONDS),
+                + timedelta(seconds=settings.DEVICE_OUTCOME_SECONDS),
             )
     confirmed = set(mine.filter(confirmed_at__isnull=False).values_list("id", flat=True))
     return ConfirmResult(

@@ -325,6 +325,10 @@ REST_FRAMEWORK = {
 # below this ceiling.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 11 * 1024 * 1024
 DEVICE_CURRENT_APP_VERSION = env_str("DEVICE_CURRENT_APP_VERSION")
+# Seconds a phone has to confirm messages it polled before they return to the queue, and
+# to report an outcome after a confirmed message's send time before it ends "unknown".
+DEVICE_LEASE_SECONDS = env_int("DEVICE_LEASE_SECONDS", 60, minimum=1)
+DEVICE_OUTCOME_SECONDS = env_int("DEVICE_OUTCOME_SECONDS", 15 * 60, minimum=1)
 # Long polls waiting at once per web process (each holds a thread); see docs/operations.md.
 LONG_POLL_MAX_WAITERS = env_int("LONG_POLL_MAX_WAITERS", 32, minimum=0)
 

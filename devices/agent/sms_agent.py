@@ -407,12 +407,16 @@ class Agent:
         deadline = time.monotonic() + duration if duration else None
         self.report_pending()  # outcomes known before a restart
         done = 0
+        idle = False
         while not self.stopping.is_set():
             if (loops is not None and done >= loops) or (deadline and time.monotonic() > deadline):
                 break
+            if idle and self.wait == 0:
+                # Plain polling: nothing was waiting, so wait the server's interval.
+                self.stopping.wait(self.poll_interval)
             done += 1
             try:
-                self.cycle()
+                idle = not self.cycle()
                 self.failures = 0
             except (OSError, ApiError, ValueError) as exc:
                 if isinstance(exc, ApiError) and exc.status in (401, 403):
@@ -423,7 +427,8 @@ class Agent:
                 log.warning("network error (%s); retrying in %.1f s", exc, backoff)
                 self.stopping.wait(backoff)
 
-    def cycle(self) -> None:
+    def cycle(self) -> bool:
+        """One poll and everything it brings; True when there was work."""
         self.confirm_offered()
         payload: dict[str, Any] = {"wait": self.wait, "app_version": AGENT_VERSION}
         if self.slots is not None:
@@ -431,7 +436,7 @@ class Agent:
         answer = self.api.call("poll", payload, timeout=self.wait + 15)
         if self._chaos("drop_poll"):
             log.info("chaos: dropping a poll answer")
-            return
+            return True
         self.poll_interval = answer.get("poll_interval", self.poll_interval)
         self.delay_between_sms = answer.get("delay_between_sms") or 0
         for message_id in answer.get("cancelled", []):
@@ -448,8 +453,7 @@ class Agent:
         self.send_confirmed()
         self.report_pending()
         self.upload_incoming()
-        if not answer.get("messages") and self.wait == 0:
-            self.stopping.wait(self.poll_interval)
+        return bool(answer.get("messages"))
 
     def confirm_offered(self) -> None:
         """Confirm what was offered. Retried after a lost answer (and after a restart): the

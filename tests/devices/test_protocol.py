@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import timedelta
 
@@ -19,7 +20,9 @@ from tests.devices.conftest import age
 
 def send(account, device, n=1, **fields):
     requests = [
-        messaging.OutgoingSms(device.pk, fields.pop("phone", "+4915752982212"), f"msg {i}", **fields)
+        messaging.OutgoingSms(
+            device.pk, fields.pop("phone", "+4915752982212"), f"msg {i}", **fields
+        )
         for i in range(n)
     ]
     return messaging.submit(account, requests)
@@ -31,8 +34,12 @@ def send(account, device, n=1, **fields):
 def test_a_pairing_code_works_once(account):
     _, code = services.create_pairing_code(account)
     assert len(code) == 9 and code[4] == "-"
-    details = services.DeviceDetails(title="Pixel 7", imei="358240051111110", app_version="1.0.0",
-                                      sims=(services.SimInfo(0, carrier_name="A1"), services.SimInfo(1)))
+    details = services.DeviceDetails(
+        title="Pixel 7",
+        imei="358240051111110",
+        app_version="1.0.0",
+        sims=(services.SimInfo(0, carrier_name="A1"), services.SimInfo(1)),
+    )
     device, token = services.pair_with_code(code.lower().replace("-", " "), details)
     assert device.account_id == account.pk and device.title == "Pixel 7"
     assert list(device.sims.values_list("slot", "carrier_name")) == [(0, "A1"), (1, "")]
@@ -44,7 +51,9 @@ def test_a_pairing_code_works_once(account):
 
 def test_an_expired_or_unknown_code_is_refused(account):
     pairing, code = services.create_pairing_code(account)
-    PairingCode.objects.filter(pk=pairing.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    PairingCode.objects.filter(pk=pairing.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
     with pytest.raises(services.PairingRefused):
         services.pair_with_code(code, services.DeviceDetails())
     with pytest.raises(services.PairingRefused):
@@ -108,8 +117,10 @@ def test_poll_respects_batch_size_and_slots_and_devices(paired):
     assert {m.sim for m in services.poll(device, [1]).messages} == {1}
     result = services.poll(device)
     assert len(result.messages) == 3  # two leases on slot 1 + one more
-    assert not any(m.id in Message.objects.filter(device=other).values_list("id", flat=True)
-                   for m in result.messages)
+    assert not any(
+        m.id in Message.objects.filter(device=other).values_list("id", flat=True)
+        for m in result.messages
+    )
 
 
 def test_a_re_poll_returns_the_same_leases_not_new_copies(paired):
@@ -125,7 +136,9 @@ def test_an_unconfirmed_lease_returns_to_the_queue_after_its_timeout(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
     services.poll(device)
-    Message.objects.filter(pk=message_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    Message.objects.filter(pk=message_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     assert services.return_expired_leases() == 1
     message = Message.objects.get(pk=message_id)
     assert message.status == Status.NEW and message.lease_expires_at is None
@@ -137,7 +150,9 @@ def test_an_expired_lease_cannot_be_confirmed(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
     services.poll(device)
-    Message.objects.filter(pk=message_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    Message.objects.filter(pk=message_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     assert services.confirm(device, [message_id]).refused == [message_id]
 
 
@@ -147,7 +162,9 @@ def test_a_confirmed_message_is_never_handed_out_again(paired):
     services.poll(device)
     assert services.confirm(device, [message_id]).confirmed == [message_id]
     assert services.confirm(device, [message_id]).confirmed == [message_id]  # idempotent
-    Message.objects.filter(pk=message_id).update(lease_expires_at=timezone.now() - timedelta(hours=1))
+    Message.objects.filter(pk=message_id).update(
+        lease_expires_at=timezone.now() - timedelta(hours=1)
+    )
     assert services.return_expired_leases() == 0
     assert services.poll(device).messages == []
 
@@ -157,7 +174,9 @@ def test_a_confirmed_message_without_outcome_ends_unknown_and_is_not_re_sent(pai
     (message_id,) = send(device.account, device)
     services.poll(device)
     services.confirm(device, [message_id])
-    Message.objects.filter(pk=message_id).update(outcome_deadline_at=timezone.now() - timedelta(seconds=1))
+    Message.objects.filter(pk=message_id).update(
+        outcome_deadline_at=timezone.now() - timedelta(seconds=1)
+    )
     assert services.settle_overdue() == 1
     assert Message.objects.get(pk=message_id).status == Status.UNKNOWN
     assert services.poll(device).messages == []
@@ -220,7 +239,7 @@ def test_non_urgent_sends_on_one_sim_are_spaced_by_the_delay(paired):
     send(device.account, device, 6)
     times = sorted(m.not_before_at for m in _handed(device))
     assert len(times) == 6
-    assert all((b - a).total_seconds() >= 4 for a, b in zip(times, times[1:], strict=False))
+    assert all((b - a).total_seconds() >= 4 for a, b in itertools.pairwise(times))
 
 
 def test_urgent_skips_the_delay(paired):
@@ -242,7 +261,9 @@ def test_at_most_30_segments_per_60_seconds_even_for_urgent(paired):
     device, _ = paired(delay_between_requests=300, batch_size=100)
     account = device.account
     long_text = "x" * 400  # 3 segments
-    messaging.submit(account, [messaging.OutgoingSms(device.pk, "1234", long_text, urgent=True)] * 25)
+    messaging.submit(
+        account, [messaging.OutgoingSms(device.pk, "1234", long_text, urgent=True)] * 25
+    )
     leases = _handed(device)
     events = sorted((m.not_before_at.timestamp(), m.segments) for m in leases)
     for start, _ in events:
@@ -254,7 +275,9 @@ def test_at_most_30_segments_per_60_seconds_even_for_urgent(paired):
 
 def test_a_device_that_declares_a_higher_limit_gets_it(paired):
     device, _ = paired(segments_per_minute=100, batch_size=50)
-    messaging.submit(device.account, [messaging.OutgoingSms(device.pk, "1234", "hi", urgent=True)] * 50)
+    messaging.submit(
+        device.account, [messaging.OutgoingSms(device.pk, "1234", "hi", urgent=True)] * 50
+    )
     times = [m.not_before_at for m in _handed(device)]
     assert len(times) == 50 and (max(times) - min(times)).total_seconds() < 1
 
@@ -284,8 +307,10 @@ def test_reports_are_idempotent_and_monotonic(paired):
     first = services.report(device, [services.Report(message_id, Status.SENT)])
     assert (first[0].result, first[0].status) == ("applied", Status.SENT)
     services.report(device, [services.Report(message_id, Status.DELIVERED)])
-    late = services.report(device, [services.Report(message_id, Status.SENT),
-                                    services.Report(message_id, Status.DELIVERED)])
+    late = services.report(
+        device,
+        [services.Report(message_id, Status.SENT), services.Report(message_id, Status.DELIVERED)],
+    )
     assert [r.result for r in late] == ["refused", "unchanged"]
     message = Message.objects.get(pk=message_id)
     assert message.status == Status.DELIVERED and message.delivered_at and message.sent_at
@@ -295,9 +320,15 @@ def test_reports_are_idempotent_and_monotonic(paired):
 def test_a_failure_report_keeps_the_phones_error_and_part_count(paired):
     device, _ = paired()
     (message_id,) = _confirmed(device)
-    services.report(device, [services.Report(message_id, Status.NO_SERVICE, "RESULT_ERROR_NO_SERVICE", 1)])
+    services.report(
+        device, [services.Report(message_id, Status.NO_SERVICE, "RESULT_ERROR_NO_SERVICE", 1)]
+    )
     message = Message.objects.get(pk=message_id)
-    assert (message.status, message.error_detail, message.parts_sent) == (Status.NO_SERVICE, "RESULT_ERROR_NO_SERVICE", 1)
+    assert (message.status, message.error_detail, message.parts_sent) == (
+        Status.NO_SERVICE,
+        "RESULT_ERROR_NO_SERVICE",
+        1,
+    )
 
 
 def test_a_report_about_another_devices_message_is_refused_alone(paired):
@@ -305,9 +336,21 @@ def test_a_report_about_another_devices_message_is_refused_alone(paired):
     other, _ = paired(account=device.account)
     (mine,) = _confirmed(device)
     (theirs,) = _confirmed(other)
-    results = services.report(device, [services.Report(theirs, Status.SENT), services.Report(mine, Status.SENT),
-                                       services.Report(999999, Status.SENT), services.Report(mine, Status.NEW)])
-    assert [(r.result, r.status) for r in results] == [("refused", None), ("applied", 6), ("refused", None), ("refused", 6)]
+    results = services.report(
+        device,
+        [
+            services.Report(theirs, Status.SENT),
+            services.Report(mine, Status.SENT),
+            services.Report(999999, Status.SENT),
+            services.Report(mine, Status.NEW),
+        ],
+    )
+    assert [(r.result, r.status) for r in results] == [
+        ("refused", None),
+        ("applied", 6),
+        ("refused", None),
+        ("refused", 6),
+    ]
     assert Message.objects.get(pk=theirs).status == Status.TAKEN
 
 
@@ -316,12 +359,20 @@ def test_a_report_about_another_devices_message_is_refused_alone(paired):
 
 def test_incoming_sms_are_stored_once(paired):
     device, _ = paired()
-    items = [services.IncomingSms("inbox-41", "+49 157 52982212", "STOP", 1), services.IncomingSms("inbox-42", "VODAFONE", "Your bill")]
+    items = [
+        services.IncomingSms("inbox-41", "+49 157 52982212", "STOP", 1),
+        services.IncomingSms("inbox-42", "VODAFONE", "Your bill"),
+    ]
     first = services.receive(device, items)
     again = services.receive(device, items)
     assert first == again and len(first) == 2
     stored = Message.objects.get(pk=first["inbox-41"])
-    assert (stored.status, stored.phone, stored.sim, stored.account_id) == (Status.INCOMING, "+4915752982212", 1, device.account_id)
+    assert (stored.status, stored.phone, stored.sim, stored.account_id) == (
+        Status.INCOMING,
+        "+4915752982212",
+        1,
+        device.account_id,
+    )
     assert Message.objects.get(pk=first["inbox-42"]).phone == "VODAFONE"
 
 
@@ -345,7 +396,7 @@ def test_heartbeat_writes_last_seen_at_most_every_few_seconds(paired):
     device.refresh_from_db()
     services.heartbeat(device, services.Heartbeat(battery_percent=80))
     refreshed = Device.objects.get(pk=device.pk)
-    assert refreshed.battery_percent == 80
+    assert refreshed.battery_percent == 80 and refreshed.last_seen_at is not None
     assert timezone.now() - refreshed.last_seen_at < timedelta(seconds=5)
 
 
@@ -374,5 +425,9 @@ def test_concurrent_polls_never_lease_a_message_twice(make_account, make_device)
     for thread in threads:
         thread.join()
     assert errors == []
-    takes = list(MessageStatusChange.objects.filter(to_status=Status.TAKEN).values_list("message_id", flat=True))
+    takes = list(
+        MessageStatusChange.objects.filter(to_status=Status.TAKEN).values_list(
+            "message_id", flat=True
+        )
+    )
     assert len(takes) == len(set(takes)) == 60
