@@ -295,6 +295,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": float(env_int("WORKER_HEARTBEAT_SECONDS", 30, minimum=1)),
         "options": {"expires": 60},
     },
+    "device-lease-sweep": {
+        "task": "devices.tasks.sweep_leases",
+        "schedule": 15.0,
+        "options": {"expires": 14},
+    },
 }
 
 # --- Logging --------------------------------------------------------------------------------

@@ -1,0 +1,16 @@
+"""Thin Celery entry points for the device protocol's sweeps (scheduled by beat)."""
+
+from celery import shared_task
+
+from devices import services
+
+
+@shared_task(name="devices.tasks.sweep_leases", ignore_result=True)
+def sweep_leases() -> None:
+    """Unconfirmed leases past expiry back to the queue; overdue confirmed ones to unknown.
+
+    Polls also return a device's own expired leases, so this only matters for devices that
+    stopped polling. Both steps are bounded and idempotent; a backlog drains over runs.
+    """
+    services.return_expired_leases(limit=5000)
+    services.settle_overdue(limit=5000)
