@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
@@ -715,3 +716,27 @@ def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
         device=device, status=Status.INCOMING, external_id__in=[i.external_id for i in items]
     ).values_list("external_id", "id")
     return dict(stored)
+
+
+@dataclass(frozen=True)
+class PairingInstructions:
+    code: str
+    expires_at: datetime
+    uri: str  # what the QR code holds, for apps that scan it
+    command: str  # one line for a terminal (Termux on the phone, or a modem host)
+    qr_svg: str
+
+
+def pairing_instructions(pairing: PairingCode, code: str, server: str) -> PairingInstructions:
+    """How to pair a phone with this code: QR code, app URI and a one-line agent command."""
+    import segno
+
+    server = server.rstrip("/")
+    uri = "smsgw://pair?" + urlencode({"server": server, "code": code})
+    command = (
+        f"curl -fsSLo sms_agent.py {server}/api/device/v1/agent.py && "
+        f"python3 sms_agent.py pair --server {server} --code {code} && "
+        "python3 sms_agent.py run --sender termux"
+    )
+    svg = segno.make(uri, error="m").svg_inline(scale=5, dark="#111", light="#fff")
+    return PairingInstructions(code, pairing.expires_at, uri, command, svg)

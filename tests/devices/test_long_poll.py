@@ -63,7 +63,7 @@ def test_an_urgent_sms_reaches_a_long_polling_phone_within_a_second(live_server,
 
 @pytest.mark.redis
 def test_a_long_poll_with_nothing_to_do_returns_after_its_wait(live_server, paired):
-    device, device_token = paired()
+    _device, device_token = paired()
     started = time.monotonic()
     answer, finished = _post(f"{live_server.url}/api/device/v1/poll", {"wait": 2}, device_token)
     assert answer["messages"] == [] and 1.9 <= finished - started < 5
@@ -91,6 +91,6 @@ def test_a_scheduled_sms_reaches_a_waiting_phone_when_it_falls_due(live_server, 
     (sms_id,) = messaging.submit(
         device.account, [messaging.OutgoingSms(device.pk, "1234", "later", send_at=due)]
     )
-    answer, finished = _post(f"{live_server.url}/api/device/v1/poll", {"wait": 10}, device_token)
+    answer, _finished = _post(f"{live_server.url}/api/device/v1/poll", {"wait": 10}, device_token)
     assert [m["id"] for m in answer["messages"]] == [sms_id]
     assert timezone.now() - due < timedelta(seconds=1)

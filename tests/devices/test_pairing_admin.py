@@ -1,0 +1,35 @@
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from devices import services
+from devices.models import PairingCode
+
+
+@pytest.mark.django_db
+def test_an_operator_gets_a_code_qr_and_command_from_the_admin(client, make_user):
+    operator = make_user("ops@example.com", is_staff=True, is_superuser=True)
+    client.force_login(operator)
+    page = client.get("/admin/devices/pairingcode/add/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    code = text.split('class="pairing-code"')[1].split(">")[1].split("<")[0]
+    assert len(code) == 9 and "<svg" in text
+    assert f"--code {code}" in text and "http://testserver/api/device/v1/agent.py" in text
+    device, _ = services.pair_with_code(code, services.DeviceDetails(title="scanned"))
+    assert device.account == operator.account
+    assert PairingCode.objects.get().device == device
+
+
+@pytest.mark.django_db
+def test_pairdevice_command_prints_a_working_code(make_user):
+    user = make_user("ops@example.com")
+    out = StringIO()
+    call_command(
+        "pairdevice", "ops@example.com", "--server", "https://sms.example.com", "--qr", stdout=out
+    )
+    text = out.getvalue()
+    code = text.split("Pairing code: ")[1].split()[0]
+    assert "https://sms.example.com/api/device/v1/agent.py" in text
+    assert services.pair_with_code(code, services.DeviceDetails())[0].account == user.account
