@@ -335,7 +335,9 @@ DEVICE_CURRENT_APP_VERSION = env_str("DEVICE_CURRENT_APP_VERSION")
 DEVICE_LEASE_SECONDS = env_int("DEVICE_LEASE_SECONDS", 60, minimum=1)
 DEVICE_OUTCOME_SECONDS = env_int("DEVICE_OUTCOME_SECONDS", 15 * 60, minimum=1)
 # Long polls waiting at once per web process (each holds a thread); see docs/operations.md.
-LONG_POLL_MAX_WAITERS = env_int("LONG_POLL_MAX_WAITERS", 32, minimum=0)
+# By default all but 4 of the process's threads (WEB_THREADS, as given to gunicorn).
+WEB_THREADS = env_int("WEB_THREADS", 16, minimum=1)
+LONG_POLL_MAX_WAITERS = env_int("LONG_POLL_MAX_WAITERS", max(WEB_THREADS - 4, 0), minimum=0)
 
 # Tokens are checked at most this often for their last-used time, so a busy client does not
 # turn every request into a write.
