@@ -71,6 +71,8 @@ class Newsletter(models.Model):
     delivered_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # When its messages were written (None: not yet).
+    fanned_out_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = TenantQuerySet.as_manager()
 
@@ -92,3 +94,26 @@ class Newsletter(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class ContactEvent(models.Model):
+    """A change of a contact's newsletter consent: when, and why."""
+
+    class Kind(models.TextChoices):
+        OPTED_OUT = "opted_out", "Opted out"
+        OPTED_IN = "opted_in", "Opted in"
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    reason = models.CharField(max_length=200)
+    message = models.ForeignKey(
+        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["contact", "at"], name="contact_event_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.at:%Y-%m-%d %H:%M}"

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from contacts.models import Contact, Newsletter, Tag
+from contacts.models import Contact, ContactEvent, Newsletter, Tag
+from devices import wake
 from devices.services import get_device, sim_slots_by_device
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone
+from gateway.tasks import enqueue_on_commit
+from messaging.encoding import segment_count
 from messaging.services import InvalidMessage, check_body
 
 log = logging.getLogger(__name__)
@@ -106,5 +113,239 @@ def create_newsletter(
             send_at=max(send_at or timezone.now(), timezone.now()),
         )
         newsletter.tags.set(tags)
+        if newsletter.send_at <= timezone.now():
+            enqueue_on_commit("contacts.tasks.fan_out_newsletter", newsletter.pk)
     log.info("account %s: newsletter %s scheduled", account.pk, newsletter.pk)
     return newsletter
+
+
+# --- Newsletter fan-out and states ----------------------------------------------------------
+
+
+def recipients(newsletter: Newsletter) -> Any:
+    """The contacts a newsletter goes to: in any of its tags, not opted out."""
+    return Contact.objects.filter(
+        account_id=newsletter.account_id,
+        opted_out=False,
+        tags__in=newsletter.tags.all(),
+    ).distinct()
+
+
+_FAN_OUT_SQL = """
+INSERT INTO messaging_message (
+    account_id, device_id, sim, phone, phone_raw, body, status, send_at, urgent, segments,
+    error_detail, external_id, created_at, status_changed_at, newsletter_id
+)
+SELECT c.account_id, %s, %s, c.phone, c.phone, %s, %s, %s, %s, %s, '', '', %s, %s, %s
+FROM contacts_contact c
+WHERE c.account_id = %s
+  AND c.opted_out = %s
+  AND EXISTS (
+      SELECT 1 FROM contacts_contact_tags ct
+      JOIN contacts_newsletter_tags nt ON nt.tag_id = ct.tag_id
+      WHERE ct.contact_id = c.id AND nt.newsletter_id = %s
+  )
+ON CONFLICT DO NOTHING
+"""
+
+
+def fan_out(newsletter_id: int, *, now: datetime | None = None) -> int:
+    """Write one NEW message per recipient of a due, scheduled newsletter; idempotent.
+
+    One INSERT ... SELECT in one transaction, no per-contact Python: all or nothing, so a
+    worker killed half-way leaves no partial newsletter, and a repeated run finds the state
+    already "sending" (and the unique (newsletter, phone) constraint would drop duplicates
+    anyway). A newsletter that is not scheduled, or not yet due, is left alone. Returns the
+    number of messages written.
+    """
+    from messaging.models import Status
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        newsletter = (
+            Newsletter.objects.select_for_update()
+            .filter(pk=newsletter_id, state=Newsletter.State.SCHEDULED, send_at__lte=now)
+            .first()
+        )
+        if newsletter is None:
+            return 0
+        if newsletter.device_id is None:
+            Newsletter.objects.filter(pk=newsletter.pk).update(state=Newsletter.State.CANCELLED)
+            log.warning("newsletter %s cancelled: its device was deleted", newsletter.pk)
+            return 0
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _FAN_OUT_SQL,
+                [
+                    newsletter.device_id,
+                    newsletter.sim,
+                    newsletter.body,
+                    Status.NEW.value,
+                    now,
+                    False,
+                    segment_count(newsletter.body),
+                    now,
+                    now,
+                    newsletter.pk,
+                    newsletter.account_id,
+                    False,
+                    newsletter.pk,
+                ],
+            )
+            written = max(cursor.rowcount, 0)
+        Newsletter.objects.filter(pk=newsletter.pk).update(
+            state=Newsletter.State.SENDING,
+            fanned_out_at=now,
+            queued_count=newsletter.messages.count(),
+        )
+        device_id = newsletter.device_id
+        transaction.on_commit(lambda: wake.ring([device_id]))
+    log.info("newsletter %s: %d messages written", newsletter_id, written)
+    return written
+
+
+def due_newsletters(now: datetime | None = None, limit: int = 100) -> list[int]:
+    return list(
+        Newsletter.objects.filter(
+            state=Newsletter.State.SCHEDULED, send_at__lte=now or timezone.now()
+        )
+        .order_by("send_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+class IllegalNewsletterChange(Exception):
+    pass
+
+
+_PAUSABLE = (Newsletter.State.SCHEDULED, Newsletter.State.SENDING)
+
+
+def pause_newsletter(account: Account, newsletter_id: int) -> None:
+    """Hold a newsletter: none of its messages is handed to a phone until it resumes.
+
+    Messages already confirmed by the phone still go out. Pausing a paused one is harmless.
+    """
+    updated = (
+        Newsletter.objects.for_account(account)
+        .filter(pk=newsletter_id, state__in=_PAUSABLE)
+        .update(state=Newsletter.State.PAUSED)
+    )
+    if (
+        not updated
+        and not Newsletter.objects.for_account(account)
+        .filter(pk=newsletter_id, state=Newsletter.State.PAUSED)
+        .exists()
+    ):
+        raise IllegalNewsletterChange("Only a scheduled or sending newsletter can be paused")
+
+
+def resume_newsletter(account: Account, newsletter_id: int) -> None:
+    """Continue a paused newsletter where it was (scheduled, or sending)."""
+    paused = Newsletter.objects.for_account(account).filter(
+        pk=newsletter_id, state=Newsletter.State.PAUSED
+    )
+    if not (
+        paused.filter(fanned_out_at__isnull=False).update(state=Newsletter.State.SENDING)
+        or paused.update(state=Newsletter.State.SCHEDULED)
+    ):
+        raise IllegalNewsletterChange("Only a paused newsletter can be resumed")
+    device_ids = Newsletter.objects.filter(pk=newsletter_id).values_list("device_id", flat=True)
+    transaction.on_commit(lambda: wake.ring([d for d in device_ids if d]))
+
+
+def cancel_newsletter(account: Account, newsletter_id: int) -> int:
+    """Stop a newsletter for good; its messages no phone has confirmed are cancelled.
+
+    Returns how many messages were cancelled. Cancelling again changes nothing.
+    """
+    from messaging import services as messaging
+    from messaging.models import Message, Status
+
+    with transaction.atomic():
+        stoppable = [*_PAUSABLE, Newsletter.State.PAUSED]
+        updated = (
+            Newsletter.objects.for_account(account)
+            .filter(pk=newsletter_id, state__in=stoppable)
+            .update(state=Newsletter.State.CANCELLED)
+        )
+        if not updated:
+            if (
+                Newsletter.objects.for_account(account)
+                .filter(pk=newsletter_id, state=Newsletter.State.CANCELLED)
+                .exists()
+            ):
+                return 0
+            raise IllegalNewsletterChange("Only an unfinished newsletter can be cancelled")
+        pending = Message.objects.filter(
+            newsletter_id=newsletter_id, status__in=[Status.NEW, Status.TAKEN]
+        ).values_list("id", flat=True)
+        return len(
+            messaging.move(
+                list(pending),
+                Status.CANCELLED,
+                account=account,
+                where=Q(confirmed_at__isnull=True),
+                source=f"newsletter {newsletter_id} cancelled",
+            ).moved
+        )
+
+
+def finish_newsletters(limit: int = 100) -> int:
+    """Newsletters that are sending and have no message left in the queue or with a phone
+    become done. Bounded; idempotent."""
+    from messaging.models import Message, Status
+
+    in_flight = Message.objects.filter(
+        newsletter_id=OuterRef("pk"), status__in=[Status.NEW, Status.TAKEN]
+    )
+    finished = list(
+        Newsletter.objects.filter(state=Newsletter.State.SENDING)
+        .filter(~Exists(in_flight))
+        .values_list("pk", flat=True)[:limit]
+    )
+    return Newsletter.objects.filter(pk__in=finished, state=Newsletter.State.SENDING).update(
+        state=Newsletter.State.DONE
+    )
+
+
+# --- Opt-out keywords -----------------------------------------------------------------------
+
+
+def _keyword(body: str) -> str:
+    words = re.findall(r"[^\W\d_]+", body.upper())
+    return words[0] if words else ""
+
+
+def apply_keywords(account_id: int, messages: list[tuple[int, str, str]]) -> int:
+    """Opt contacts out of (or back into) newsletters when they text a keyword.
+
+    ``messages``: (message id, sender's number, body) of newly received SMS. The first word
+    decides (OPT_OUT_KEYWORDS / OPT_IN_KEYWORDS, any case); each change is recorded in the
+    contact's history with the message that caused it. Returns how many contacts changed.
+    """
+    changed = 0
+    for message_id, phone, body in messages:
+        word = _keyword(body)
+        if word in settings.OPT_OUT_KEYWORDS:
+            opted_out, kind = True, ContactEvent.Kind.OPTED_OUT
+        elif word in settings.OPT_IN_KEYWORDS:
+            opted_out, kind = False, ContactEvent.Kind.OPTED_IN
+        else:
+            continue
+        with transaction.atomic():
+            contacts = Contact.objects.select_for_update().filter(
+                account_id=account_id, phone=phone, opted_out=not opted_out
+            )
+            for contact in contacts:
+                contact.opted_out = opted_out
+                contact.opted_out_at = timezone.now() if opted_out else None
+                contact.save(update_fields=["opted_out", "opted_out_at"])
+                ContactEvent.objects.create(
+                    contact=contact,
+                    kind=kind,
+                    reason=f"texted {word!r}",
+                    message_id=message_id,
+                )
+                changed += 1
+    return changed

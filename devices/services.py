@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from devices.models import Device, PairingCode, SimSlot
@@ -404,14 +404,15 @@ def _open_leases(device: Device, sims: list[int]) -> list[dict[str, Any]]:
     )
 
 
-def _has_due_messages(device: Device, sims: list[int], now: datetime) -> bool:
+def _due(device: Device, sims: list[int], now: datetime) -> Any:
+    """This device's messages a poll may hand out now: NEW, due, not of a paused newsletter."""
+    from contacts.models import Newsletter
     from messaging.models import Message, Status
 
-    return bool(
-        Message.objects.filter(
-            device=device, sim__in=sims, status=Status.NEW, send_at__lte=now
-        ).exists()
-    )
+    paused = Newsletter.objects.filter(pk=OuterRef("newsletter_id"), state="paused")
+    return Message.objects.filter(
+        device=device, sim__in=sims, status=Status.NEW, send_at__lte=now
+    ).filter(~Exists(paused))
 
 
 def _cancellations(device: Device, now: datetime) -> list[int]:
@@ -478,7 +479,7 @@ def poll(
     cancelled = _cancellations(device, now)
     room = device.batch_size - len(leases)
     horizon = now + timedelta(seconds=device.delay_between_requests + 30)
-    if room > 0 and device.enabled and _has_due_messages(device, sims, now):
+    if room > 0 and device.enabled and _due(device, sims, now).exists():
         claimed: dict[int, dict[str, Any]] = {}
         with transaction.atomic():
             slots = {
@@ -492,9 +493,7 @@ def poll(
                     slots[sim], device.delay_between_sms or 0, device.segments_per_minute, now
                 )
                 candidates = (
-                    Message.objects.filter(
-                        device=device, sim=sim, status=Status.NEW, send_at__lte=now
-                    )
+                    _due(device, [sim], now)
                     .order_by("-urgent", "send_at", "id")
                     .select_for_update(skip_locked=True)
                     .values_list("id", "urgent", "segments")[:room]
@@ -682,8 +681,10 @@ class IncomingSms:
 def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
     """Store SMS the phone received as INCOMING; the phone's own id makes it idempotent.
 
+    A new SMS whose first word is an opt-out/opt-in keyword updates the sender's contact.
     Returns {phone's id: our message id}, the same ids when an upload is repeated.
     """
+    from contacts.services import apply_keywords
     from messaging.models import Message, Status
 
     now = timezone.now()
@@ -710,12 +711,22 @@ def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
                 status_changed_at=now,
             )
         )
+    external_ids = [i.external_id[:64] for i in items]
+    mine = Message.objects.filter(
+        device=device, status=Status.INCOMING, external_id__in=external_ids
+    )
     with transaction.atomic():
+        known = set(mine.values_list("id", flat=True))
         Message.objects.bulk_create(rows, ignore_conflicts=True)
-    stored = Message.objects.filter(
-        device=device, status=Status.INCOMING, external_id__in=[i.external_id for i in items]
-    ).values_list("external_id", "id")
-    return dict(stored)
+        stored = dict(mine.values_list("external_id", "id"))
+        fresh = [
+            (message_id, row.phone, row.body)
+            for row in rows
+            if (message_id := stored.get(row.external_id)) and message_id not in known
+        ]
+        # STOP / START from a contact changes its newsletter consent, once per SMS.
+        apply_keywords(device.account_id, fresh)
+    return stored
 
 
 @dataclass(frozen=True)

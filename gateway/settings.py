@@ -295,6 +295,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": float(env_int("WORKER_HEARTBEAT_SECONDS", 30, minimum=1)),
         "options": {"expires": 60},
     },
+    "newsletters": {
+        "task": "contacts.tasks.start_due_newsletters",
+        "schedule": 10.0,
+        "options": {"expires": 9},
+    },
     "device-lease-sweep": {
         "task": "devices.tasks.sweep_leases",
         "schedule": 15.0,
@@ -330,6 +335,16 @@ REST_FRAMEWORK = {
 # below this ceiling.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 11 * 1024 * 1024
 DEVICE_CURRENT_APP_VERSION = env_str("DEVICE_CURRENT_APP_VERSION")
+# An incoming SMS whose first word is one of these opts its sender out of (or back into)
+# newsletters.
+OPT_OUT_KEYWORDS = [
+    k.upper()
+    for k in env_list(
+        "OPT_OUT_KEYWORDS", ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"]
+    )
+]
+OPT_IN_KEYWORDS = [k.upper() for k in env_list("OPT_IN_KEYWORDS", ["START", "UNSTOP", "SUBSCRIBE"])]
+
 # Seconds a phone has to confirm messages it polled before they return to the queue, and
 # to report an outcome after a confirmed message's send time before it ends "unknown".
 DEVICE_LEASE_SECONDS = env_int("DEVICE_LEASE_SECONDS", 60, minimum=1)

@@ -188,6 +188,12 @@ class Message(models.Model):
                 condition=Q(status__in=[s.value for s in Status]), name="message_status_valid"
             ),
             models.CheckConstraint(condition=Q(segments__gte=1), name="message_segments_positive"),
+            # A newsletter writes one message per number, however often its fan-out runs.
+            models.UniqueConstraint(
+                fields=["newsletter", "phone"],
+                condition=Q(newsletter__isnull=False),
+                name="message_once_per_newsletter_phone",
+            ),
             models.UniqueConstraint(
                 fields=["device", "external_id"],
                 condition=Q(status=5) & ~Q(external_id=""),

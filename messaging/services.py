@@ -69,6 +69,33 @@ def _fields_for(target: Status, now: datetime, detail: str) -> dict[str, Any]:
     return fields
 
 
+# Newsletter progress counters: how many of its messages are in each bucket right now.
+# move() keeps them exact by adding (in bucket after) - (in bucket before) for every move, so
+# reading progress never counts the message table.
+NEWSLETTER_BUCKETS = {
+    "sent_count": frozenset({Status.SENT, Status.DELIVERED, Status.NOT_DELIVERED}),
+    "delivered_count": frozenset({Status.DELIVERED}),
+    "failed_count": FAILURES | {Status.NOT_DELIVERED, Status.EXPIRED, Status.UNKNOWN},
+}
+
+
+def _count_for_newsletters(moves: list[tuple[int | None, Status]], target: Status) -> None:
+    from contacts.models import Newsletter
+
+    deltas: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for newsletter_id, source in moves:
+        if newsletter_id is None:
+            continue
+        for counter, bucket in NEWSLETTER_BUCKETS.items():
+            change = (target in bucket) - (source in bucket)
+            if change:
+                deltas[newsletter_id][counter] += change
+    for newsletter_id, changes in deltas.items():
+        Newsletter.objects.filter(pk=newsletter_id).update(
+            **{counter: F(counter) + change for counter, change in changes.items() if change}
+        )
+
+
 def move(
     message_ids: Iterable[int],
     target: Status | int,
@@ -109,7 +136,9 @@ def move(
         if where is not None:
             scoped = scoped.filter(where)
         # Locked in id order, so two concurrent moves of overlapping sets cannot deadlock.
-        current = dict(scoped.select_for_update().order_by("id").values_list("id", "status"))
+        locked = scoped.select_for_update().order_by("id")
+        rows = {r[0]: r for r in locked.values_list("id", "status", "newsletter_id")}
+        current = {message_id: row[1] for message_id, row in rows.items()}
         by_source: dict[int, list[int]] = defaultdict(list)
         for message_id in ids:
             status = current.get(message_id)
@@ -150,6 +179,9 @@ def move(
                 for message_id in group
             )
         MessageStatusChange.objects.bulk_create(history)
+        _count_for_newsletters(
+            [(rows[h.message_id][2], Status(h.from_status)) for h in history], target
+        )
     result.moved.sort()
     if result.moved:
         log.info("moved %d message(s) to %s (%s)", len(result.moved), target.name, source)
