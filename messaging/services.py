@@ -226,6 +226,7 @@ _MESSAGE_COLUMNS = (
     "customer_id",
     "segments",
     "error_detail",
+    "external_id",
     "created_at",
     "status_changed_at",
 )
@@ -310,6 +311,7 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                         request.urgent,
                         request.customer_id,
                         segments,
+                        "",
                         "",
                         now,
                         now,
