@@ -451,15 +451,36 @@ def list_messages(
     Returns the rows and whether more follow. Reads only.
     """
     messages = _filtered(account, query)
+    # A date window is read in creation order from the (account, created_at, id) index;
+    # ids follow creation time, so this is the id order in all but name. Walking the id
+    # index instead would skip every row before the window first.
+    by_time = query.created_from is not None or query.created_to is not None
     if after_id is not None:
-        messages = (
+        messages = _after(messages, after_id, newest_first=newest_first, by_time=by_time)
+    order = ["created_at", "id"] if by_time else ["id"]
+    if newest_first:
+        order = ["-" + field for field in order]
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = list(messages.order_by(*order).values(*LISTED_FIELDS)[: limit + 1])
+    return rows[:limit], len(rows) > limit
+
+
+def _after(messages: Any, after_id: int, *, newest_first: bool, by_time: bool) -> Any:
+    """Keyset paging: the rows after ``after_id`` in the listing's order."""
+    if not by_time:
+        return (
             messages.filter(id__lt=after_id) if newest_first else messages.filter(id__gt=after_id)
         )
-    limit = max(1, min(limit, MAX_PAGE))
-    rows = list(
-        messages.order_by("-id" if newest_first else "id").values(*LISTED_FIELDS)[: limit + 1]
+    created = Message.objects.filter(pk=after_id).values_list("created_at", flat=True).first()
+    if created is None:
+        return messages.none()
+    if newest_first:
+        return messages.filter(created_at__lte=created).filter(
+            Q(created_at__lt=created) | Q(id__lt=after_id)
+        )
+    return messages.filter(created_at__gte=created).filter(
+        Q(created_at__gt=created) | Q(id__gt=after_id)
     )
-    return rows[:limit], len(rows) > limit
 
 
 def count_messages(account: Account, query: MessageFilter) -> int:

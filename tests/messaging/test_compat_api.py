@@ -632,7 +632,9 @@ def test_getallsms_filters(client, token, owner, device, make_device):
     assert ids(orderbydesc="1") == [elsewhere.pk, new.pk, old.pk]
     assert ids(device_id=other_device.pk) == [elsewhere.pk]
     assert ids(status=7) == [new.pk]
-    assert ids(begindate="2021-02-01", enddate="2021-03-05") == [new.pk, elsewhere.pk]
+    # a date window lists in creation order
+    assert ids(begindate="2021-02-01", enddate="2021-03-05") == [elsewhere.pk, new.pk]
+    assert ids(begindate="2021-01-01", orderbydesc=1) == [new.pk, elsewhere.pk, old.pk]
     assert ids(enddate="2021-02-05 07:59:59") == [old.pk]
     assert ids(sim=1) == [new.pk]
     assert ids(customerid=5) == [old.pk]
@@ -658,6 +660,22 @@ def test_getallsms_pages_through_everything(client, token, owner, device):
             break
         after = answer["next_after_id"]
     assert seen == created
+    # the same through a date window (keyset on creation time, then id)
+    seen, after = [], None
+    for _ in range(5):
+        params = {
+            "token": token,
+            "limit": 2,
+            "begindate": "2020-12-31",
+            "orderbydesc": 1,
+            **({"after_id": after} if after else {}),
+        }
+        answer = body(client.get("/getdata/getallsms", params))
+        seen += [int(i) for i in answer["smss"]]
+        if not answer.get("more"):
+            break
+        after = answer["next_after_id"]
+    assert seen == created[::-1]
     too_big = body(client.get("/getdata/getallsms", {"token": token, "limit": 5000}))
     assert too_big["error"] == 1 and "limit must be between 1 and 1000" in too_big["message"]
 
