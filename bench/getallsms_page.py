@@ -242,11 +242,15 @@ def install_baseline_urls() -> str:
             )
             offset = integer(params, "offset") or 0
             limit = integer(params, "limit") or 1000
-            order = "-id" if params.get("orderbydesc") == "1" else "id"
+            # The same order as the real listing: creation time for date windows, else id.
+            by_time = query.created_from is not None or query.created_to is not None
+            order = ["created_at", "id"] if by_time else ["id"]
+            if params.get("orderbydesc") == "1":
+                order = ["-" + field for field in order]
             page = (
                 _filtered(token.account, query)
                 .select_related("newsletter")
-                .order_by(order)[offset : offset + limit]
+                .order_by(*order)[offset : offset + limit]
             )
             data = NaiveMessage(page, many=True).data
             return Response({"error": 0, "smss": data, "count": len(data), "message": "Ok"})
