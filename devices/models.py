@@ -38,6 +38,8 @@ class Device(models.Model):
     battery_percent = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     charging = models.BooleanField(null=True, blank=True, editable=False)
     signal_dbm = models.SmallIntegerField(null=True, blank=True, editable=False)
+    # The online state last announced to webhooks (None: never announced).
+    announced_online = models.BooleanField(null=True, blank=True, editable=False)
 
     objects = TenantQuerySet.as_manager()
 

@@ -685,6 +685,7 @@ def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
     Returns {phone's id: our message id}, the same ids when an upload is repeated.
     """
     from contacts.services import apply_keywords
+    from messaging import webhooks
     from messaging.models import Message, Status
 
     now = timezone.now()
@@ -726,7 +727,45 @@ def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
         ]
         # STOP / START from a contact changes its newsletter consent, once per SMS.
         apply_keywords(device.account_id, fresh)
+        webhooks.received([message_id for message_id, _, _ in fresh])
     return stored
+
+
+def announce_device_states(now: datetime | None = None) -> int:
+    """Devices whose online state changed since last announced get a webhook event.
+
+    Run by beat. The comparison is per device (each has its own poll interval); the
+    announced state is updated with a compare-and-set, so two sweeps never announce twice.
+    Returns how many changed.
+    """
+    from messaging import webhooks
+
+    now = now or timezone.now()
+    changes = []
+    with transaction.atomic():
+        for device in Device.objects.only(
+            "pk",
+            "account_id",
+            "title",
+            "last_seen_at",
+            "delay_between_requests",
+            "announced_online",
+        ).iterator(chunk_size=2000):
+            online = is_online(device, now)
+            if device.announced_online is online:
+                continue
+            if device.announced_online is None and not online:
+                # Never announced and offline: a device that has not started yet.
+                Device.objects.filter(pk=device.pk).update(announced_online=False)
+                continue
+            if Device.objects.filter(pk=device.pk, announced_online=device.announced_online).update(
+                announced_online=online
+            ):
+                changes.append(
+                    (device.account_id, device.pk, device.title, online, device.last_seen_at)
+                )
+        webhooks.device_state_changed(changes)
+    return len(changes)
 
 
 @dataclass(frozen=True)

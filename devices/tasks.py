@@ -14,3 +14,9 @@ def sweep_leases() -> None:
     """
     services.return_expired_leases(limit=5000)
     services.settle_overdue(limit=5000)
+
+
+@shared_task(name="devices.tasks.announce_device_states", ignore_result=True)
+def announce_device_states() -> None:
+    """Beat: webhook events for devices that went offline or came back online."""
+    services.announce_device_states()

@@ -284,6 +284,10 @@ CELERY_ENABLE_UTC = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Webhook deliveries wait on other people's servers: their own queue and worker, so a slow
+# receiver never holds up newsletters or sweeps.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {"messaging.tasks.deliver_webhook": {"queue": "webhooks"}}
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300, minimum=2)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -299,6 +303,16 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "contacts.tasks.start_due_newsletters",
         "schedule": 10.0,
         "options": {"expires": 9},
+    },
+    "webhook-sweep": {
+        "task": "messaging.tasks.sweep_webhooks",
+        "schedule": 30.0,
+        "options": {"expires": 29},
+    },
+    "device-online-sweep": {
+        "task": "devices.tasks.announce_device_states",
+        "schedule": 30.0,
+        "options": {"expires": 29},
     },
     "device-lease-sweep": {
         "task": "devices.tasks.sweep_leases",
@@ -344,6 +358,11 @@ OPT_OUT_KEYWORDS = [
     )
 ]
 OPT_IN_KEYWORDS = [k.upper() for k in env_list("OPT_IN_KEYWORDS", ["START", "UNSTOP", "SUBSCRIBE"])]
+
+# Webhooks to loopback/private/link-local addresses are refused unless allowed here.
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+# Hours an undeliverable webhook event is retried (with backoff up to an hour) before failing.
+WEBHOOK_RETRY_HOURS = env_int("WEBHOOK_RETRY_HOURS", 25, minimum=1)
 
 # Seconds a phone has to confirm messages it polled before they return to the queue, and
 # to report an outcome after a confirmed message's send time before it ends "unknown".

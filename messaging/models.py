@@ -7,6 +7,11 @@ legal moves. ``messaging.services`` is the only code that writes a status.
 
 from __future__ import annotations
 
+import json
+import secrets
+import uuid
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -239,3 +244,94 @@ class MessageStatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.message_id}: {self.from_status} → {self.to_status}"
+
+
+def _webhook_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class WebhookEndpoint(models.Model):
+    """Where to POST events: for one device, or (device empty) for all of an account's."""
+
+    class Kind(models.TextChoices):
+        STATUS = "status", "SMS status changes"
+        INCOMING = "incoming", "Incoming SMS"
+        DEVICE = "device", "Device online/offline"
+
+    account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="+")
+    device = models.ForeignKey(
+        "devices.Device",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhooks",
+        help_text="Empty: every device of the account.",
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    url = models.URLField(max_length=500)
+    # Shared with the receiver, which needs it to check signatures: stored as it is.
+    secret = models.CharField(max_length=64, default=_webhook_secret)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "kind"], name="webhook_account_kind_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["status", "incoming", "device"]), name="webhook_kind_valid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} → {self.url}"
+
+
+class WebhookEvent(models.Model):
+    """One event for one endpoint: the durable outbox row and its delivery log."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="events")
+    # Stable across retries: receivers use it to drop duplicates.
+    event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=20)
+    # The exact JSON sent (and signed): kept as text so its key order is the spec's on every
+    # database (PostgreSQL's jsonb would reorder keys).
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    # The last attempts: [{"at", "status", "error", "ms"}], newest last, at most 50.
+    log = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_event_due_idx",
+                condition=Q(state="pending"),
+            ),
+            models.Index(fields=["endpoint", "created_at"], name="webhook_event_endpoint_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=["pending", "delivered", "failed"]),
+                name="webhook_event_state_valid",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.event_id} ({self.state})"
+
+    @property
+    def payload(self) -> Any:
+        return json.loads(self.body)

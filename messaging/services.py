@@ -25,6 +25,7 @@ from devices import wake
 from devices.models import Device
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone, split_recipients
+from messaging import webhooks
 from messaging.encoding import segment_count
 from messaging.models import FAILURES, LEGAL_SOURCES, Message, MessageStatusChange, Status
 
@@ -179,6 +180,8 @@ def move(
                 for message_id in group
             )
         MessageStatusChange.objects.bulk_create(history)
+        # Outbox rows in this same transaction: an event exists exactly when its move does.
+        webhooks.status_changed([h.message_id for h in history], target)
         _count_for_newsletters(
             [(rows[h.message_id][2], Status(h.from_status)) for h in history], target
         )

@@ -44,7 +44,7 @@ def _check_command(words: list[str]) -> None:
 
 def test_compose_has_the_production_services_with_health_checks():
     services = _compose()["services"]
-    assert set(services) == {"postgres", "redis", "web", "worker", "beat"}
+    assert set(services) == {"postgres", "redis", "web", "worker", "webhooks", "beat"}
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no health check"
     assert any("pgdata" in v for v in services["postgres"]["volumes"])
@@ -52,8 +52,12 @@ def test_compose_has_the_production_services_with_health_checks():
 
 def test_compose_commands_start_code_that_exists():
     services = _compose()["services"]
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "webhooks", "beat"):
         _check_command(_command_words(services[name]["command"]))
+    # webhook deliveries have their own worker, so slow receivers hold up nothing else
+    assert (
+        "webhooks" in services["webhooks"]["command"] and "celery" in services["worker"]["command"]
+    )
     web = " ".join(_command_words(services["web"]["command"]))
     assert "migrate" in web, "migrations must run when the web starts"
     assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
@@ -61,7 +65,7 @@ def test_compose_commands_start_code_that_exists():
 
 def test_compose_environment_is_read_by_the_settings():
     services = _compose()["services"]
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "webhooks", "beat"):
         env = services[name]["environment"]
         unknown = set(env) - READ_VARIABLES
         assert not unknown, f"{name} sets variables the code never reads: {unknown}"
@@ -72,7 +76,7 @@ def test_compose_environment_is_read_by_the_settings():
 
 def test_worker_and_beat_start_after_migrations():
     services = _compose()["services"]
-    for name in ("worker", "beat"):
+    for name in ("worker", "webhooks", "beat"):
         assert services[name]["depends_on"]["web"]["condition"] == "service_healthy"
 
 
@@ -88,6 +92,6 @@ def test_procfile_starts_web_worker_and_beat():
     entries = dict(
         line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
     )
-    assert set(entries) == {"web", "worker", "beat"}
+    assert set(entries) == {"web", "worker", "webhooks", "beat"}
     for command in entries.values():
         _check_command(re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command).split())

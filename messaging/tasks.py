@@ -1,0 +1,18 @@
+"""Thin Celery entry points for webhook delivery."""
+
+from celery import shared_task
+
+from messaging import webhooks
+
+
+@shared_task(name="messaging.tasks.deliver_webhook", ignore_result=True, soft_time_limit=30)
+def deliver_webhook(event_pk: int) -> None:
+    """One delivery attempt; failures are recorded and retried by the sweep, not raised."""
+    webhooks.deliver(event_pk)
+
+
+@shared_task(name="messaging.tasks.sweep_webhooks", ignore_result=True)
+def sweep_webhooks() -> None:
+    """Beat: queue every due event again (retries, and deliveries whose task was lost)."""
+    for event_pk in webhooks.due_events():
+        deliver_webhook.apply_async((event_pk,), queue="webhooks")
