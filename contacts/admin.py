@@ -1,6 +1,16 @@
 from django.contrib import admin
 
-from contacts.models import Contact, Newsletter, Tag
+from contacts.models import Contact, ContactEvent, Newsletter, Tag
+
+
+class ContactEventInline(admin.TabularInline):
+    model = ContactEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ("kind", "at", "reason", "message")
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
 
 
 @admin.register(Tag)
@@ -15,6 +25,7 @@ class ContactAdmin(admin.ModelAdmin):
     list_filter = ("opted_out",)
     search_fields = ("phone", "name")
     filter_horizontal = ("tags",)
+    inlines = [ContactEventInline]
 
 
 @admin.register(Newsletter)

@@ -247,3 +247,22 @@ def test_an_operator_can_redeliver_an_event(device, receiver):
     webhooks.redeliver(device.account, event.pk)
     assert webhooks.deliver(event.pk) == "delivered"
     assert len(receiver.received) == 2
+
+
+def test_the_admin_refuses_a_loopback_webhook_url(client, make_user):
+    operator = make_user("ops@example.com", is_staff=True, is_superuser=True)
+    client.force_login(operator)
+    response = client.post(
+        "/admin/messaging/webhookendpoint/add/",
+        {
+            "account": operator.account_id,
+            "kind": "status",
+            "url": "http://127.0.0.1:9/x",
+            "secret": "s",
+            "enabled": "on",
+        },
+    )
+    assert (
+        response.status_code == 200 and "private, loopback or reserved" in response.content.decode()
+    )
+    assert not WebhookEndpoint.objects.exists()
