@@ -30,7 +30,7 @@ class MessageAdmin(admin.ModelAdmin):
 class WebhookEndpointForm(forms.ModelForm):
     class Meta:
         model = WebhookEndpoint
-        fields = "__all__"
+        fields = ("account", "device", "kind", "url", "secret", "enabled")
 
     def clean_url(self) -> str:
         url = self.cleaned_data["url"]
