@@ -203,3 +203,217 @@ def phone_numbers(count: int, *, seed: int) -> list[str]:
 
 def rule(title: str) -> None:
     print(f"\n=== {title} " + "=" * max(0, 86 - len(title)))
+
+
+# --- A gunicorn under test, and what its processes cost --------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Gunicorn:
+    """``gunicorn gateway.wsgi`` on 127.0.0.1 in its own process group; stop() ends that
+    group only (by the id of the process we started). The control socket and the log live
+    in ``folder`` (the bench's temporary GATEWAY_VAR_DIR), so nothing is written in $HOME.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        folder: str,
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        import subprocess
+
+        self.port = free_port()
+        self.log_path = Path(folder) / f"gunicorn-{self.port}.log"
+        self.command = [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "gateway.wsgi",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--control-socket",
+            str(Path(folder) / f"gunicorn-{self.port}.ctl"),
+            *extra,
+        ]
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: Ctrl-C is ours to handle
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        import http.client
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"gunicorn exited with {self.process.returncode}:\n{self.tail()}"
+                )
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                ok = conn.getresponse().status == 200
+                conn.close()
+                if ok and len(self.worker_pids()) >= 1:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn not ready after {timeout:.0f} s:\n{self.tail()}")
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes: children of the master we started."""
+        return child_pids(self.process.pid)
+
+    def tail(self, lines: int = 30) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)  # the group we started, by its id
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+        print(f"[cleanup] gunicorn (pid {self.process.pid}, port {self.port}) stopped")
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("PPid:"):
+                    if int(line.split()[1]) == pid:
+                        children.append(int(entry.name))
+                    break
+        except OSError:
+            continue
+    return sorted(children)
+
+
+def process_memory(pid: int) -> tuple[float, int]:
+    """(RSS in MB, number of threads) of a process, from /proc/<pid>/status."""
+    rss, threads = float("nan"), 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+            elif line.startswith("Threads:"):
+                threads = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, threads
+
+
+# --- A small JSON/form client over one keep-alive connection ---------------------------------
+
+
+class HttpClient:
+    """One keep-alive ``http.client`` connection to 127.0.0.1:port.
+
+    Reconnects before a request when the connection sat idle longer than ``idle_limit``
+    (gunicorn closes idle keep-alive connections after 2 s) and, for ``retry=True`` calls
+    (idempotent ones), once after a connection error. ``reconnects`` counts both.
+    """
+
+    def __init__(self, port: int, *, timeout: float = 10.0, idle_limit: float = 1.5) -> None:
+        self.port = port
+        self.timeout = timeout
+        self.idle_limit = idle_limit
+        self.conn: Any = None
+        self.last_used = 0.0
+        self.reconnects = 0
+
+    def _fresh(self) -> Any:
+        import http.client
+
+        if self.conn is not None:
+            self.conn.close()
+            self.reconnects += 1
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        return self.conn
+
+    def request(
+        self, path: str, body: bytes, headers: dict[str, str], *, retry: bool = True
+    ) -> tuple[int, bytes]:
+        import http.client
+
+        if self.conn is None or time.perf_counter() - self.last_used > self.idle_limit:
+            self._fresh()
+        for attempt in (0, 1):
+            try:
+                self.conn.request("POST", path, body, {**headers, "Connection": "keep-alive"})
+                response = self.conn.getresponse()
+                data = response.read()
+                self.last_used = time.perf_counter()
+                if response.will_close:
+                    self._fresh()
+                return response.status, data
+            except (OSError, http.client.HTTPException):
+                self._fresh()
+                if attempt or not retry:
+                    raise
+        raise AssertionError("unreachable")
+
+    def post_json(
+        self, path: str, payload: Any, token: str | None = None, *, retry: bool = True
+    ) -> tuple[int, Any]:
+        import json
+
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        status, data = self.request(path, json.dumps(payload).encode(), headers, retry=retry)
+        try:
+            return status, json.loads(data)
+        except ValueError:
+            return status, {"raw": data[:200].decode(errors="replace")}
+
+    def post_form(
+        self, path: str, fields: dict[str, Any], *, retry: bool = False
+    ) -> tuple[int, Any]:
+        import json
+        from urllib.parse import urlencode
+
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, data = self.request(path, urlencode(fields).encode(), headers, retry=retry)
+        try:
+            return status, json.loads(data)
+        except ValueError:
+            return status, {"raw": data[:200].decode(errors="replace")}
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import secrets
 import time
 from datetime import timedelta
@@ -15,6 +17,8 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from gateway.models import Account, ApiToken, User
+
+log = logging.getLogger(__name__)
 
 API_TOKEN_PREFIX = "sgw_"  # noqa: S105 (a label, not a secret)
 
@@ -159,22 +163,31 @@ class FailureLimiter:
         self.previous = [f"fail:{kind}:{window - 1}:{h}" for h in hashed]
 
     def check(self) -> None:
-        counts = cache.get_many(self.current + self.previous)
+        try:
+            counts = cache.get_many(self.current + self.previous)
+        except Exception as exc:  # the cache (Redis) is down
+            # Logins must keep working while Redis is away; the limit resumes with it.
+            log.warning("failure counters unavailable, not limiting: %s", exc)
+            return
         for now_key, before_key in zip(self.current, self.previous, strict=True):
             if counts.get(now_key, 0) + counts.get(before_key, 0) >= FAILURE_LIMIT:
                 raise TooManyFailures()
 
     def failed(self) -> None:
-        for key in self.current:
-            # Kept for two windows: the next window still reads this one.
-            cache.add(key, 0, timeout=2 * FAILURE_WINDOW_SECONDS)
-            try:
-                cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.set(key, 1, timeout=2 * FAILURE_WINDOW_SECONDS)
+        try:
+            for key in self.current:
+                # Kept for two windows: the next window still reads this one.
+                cache.add(key, 0, timeout=2 * FAILURE_WINDOW_SECONDS)
+                try:
+                    cache.incr(key)
+                except ValueError:  # expired between add and incr
+                    cache.set(key, 1, timeout=2 * FAILURE_WINDOW_SECONDS)
+        except Exception as exc:
+            log.warning("could not count a failure: %s", exc)
 
     def clear_first(self) -> None:
-        cache.delete_many([self.current[0], self.previous[0]])
+        with contextlib.suppress(Exception):
+            cache.delete_many([self.current[0], self.previous[0]])
 
 
 def login_with_limits(email: str, password: str, client_ip: str) -> User | None:

@@ -314,6 +314,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 30.0,
         "options": {"expires": 29},
     },
+    "housekeeping": {
+        "task": "messaging.tasks.housekeeping",
+        "schedule": 60.0,
+        "options": {"expires": 59},
+    },
     "device-lease-sweep": {
         "task": "devices.tasks.sweep_leases",
         "schedule": 15.0,
@@ -358,6 +363,15 @@ OPT_OUT_KEYWORDS = [
     )
 ]
 OPT_IN_KEYWORDS = [k.upper() for k in env_list("OPT_IN_KEYWORDS", ["START", "UNSTOP", "SUBSCRIBE"])]
+
+# Queued SMS no phone took within this many hours of their send time end "expired" (21);
+# 0 keeps them queued for ever.
+MESSAGE_EXPIRY_HOURS = env_int("MESSAGE_EXPIRY_HOURS", 7 * 24, minimum=0)
+# Status history and finished webhook events older than this many days are deleted
+# (messages themselves are kept); 0 keeps everything.
+HISTORY_RETENTION_DAYS = env_int("HISTORY_RETENTION_DAYS", 90, minimum=0)
+# First webhook retry after this many seconds, doubling up to an hour.
+WEBHOOK_FIRST_RETRY_SECONDS = env_int("WEBHOOK_FIRST_RETRY_SECONDS", 30, minimum=1)
 
 # Webhooks to loopback/private/link-local addresses are refused unless allowed here.
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)

@@ -184,6 +184,8 @@ class Message(models.Model):
             models.Index(
                 fields=["account", "created_at", "id"], name="message_account_created_idx"
             ),
+            # Queued messages by age, for the expiry sweep.
+            models.Index(fields=["send_at"], name="message_pending_idx", condition=Q(status=1)),
             # Leases awaiting confirmation (re-poll, reaper) and confirmed ones awaiting an
             # outcome (deadline sweep).
             models.Index(
@@ -230,7 +232,10 @@ class MessageStatusChange(models.Model):
     detail = models.CharField(max_length=500, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["message", "changed_at"], name="status_change_msg_idx")]
+        indexes = [
+            models.Index(fields=["message", "changed_at"], name="status_change_msg_idx"),
+            models.Index(fields=["changed_at"], name="status_change_age_idx"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(to_status__in=[s.value for s in Status]),

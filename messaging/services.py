@@ -13,9 +13,10 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
@@ -499,3 +500,46 @@ def cancel(account: Account, message_ids: Iterable[int], *, source: str = "") ->
     of it on its next poll; it may have sent it already, and a "sent" report then wins.
     """
     return move(message_ids, Status.CANCELLED, account=account, source=source or "cancel")
+
+
+def expire_stale(*, limit: int = 5000) -> int:
+    """Queued messages whose send time is older than MESSAGE_EXPIRY_HOURS end EXPIRED.
+
+    Bounded per run (a backlog drains over runs); idempotent. Returns how many moved.
+    """
+    if not settings.MESSAGE_EXPIRY_HOURS:
+        return 0
+    cutoff = timezone.now() - timedelta(hours=settings.MESSAGE_EXPIRY_HOURS)
+    ids = list(
+        Message.objects.filter(status=Status.NEW, send_at__lt=cutoff)
+        .order_by("send_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    detail = f"not taken by a phone within {settings.MESSAGE_EXPIRY_HOURS} h"
+    return len(
+        move(ids, Status.EXPIRED, only_from=[Status.NEW], detail=detail, source="expiry").moved
+    )
+
+
+def prune_history(*, limit: int = 10_000) -> int:
+    """Delete status history and finished webhook events older than HISTORY_RETENTION_DAYS.
+
+    Messages are kept. Bounded per run; idempotent. Returns how many rows went.
+    """
+    from messaging.models import WebhookEvent
+
+    if not settings.HISTORY_RETENTION_DAYS:
+        return 0
+    cutoff = timezone.now() - timedelta(days=settings.HISTORY_RETENTION_DAYS)
+    old_changes = list(
+        MessageStatusChange.objects.filter(changed_at__lt=cutoff)
+        .order_by("changed_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    deleted = MessageStatusChange.objects.filter(id__in=old_changes).delete()[0]
+    old_events = list(
+        WebhookEvent.objects.filter(created_at__lt=cutoff)
+        .exclude(state=WebhookEvent.State.PENDING)
+        .values_list("id", flat=True)[:limit]
+    )
+    return deleted + WebhookEvent.objects.filter(id__in=old_events).delete()[0]

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from messaging import webhooks
+from messaging import services, webhooks
 
 
 @shared_task(name="messaging.tasks.deliver_webhook", ignore_result=True, soft_time_limit=30)
@@ -16,3 +16,10 @@ def sweep_webhooks() -> None:
     """Beat: queue every due event again (retries, and deliveries whose task was lost)."""
     for event_pk in webhooks.due_events():
         deliver_webhook.apply_async((event_pk,), queue="webhooks")
+
+
+@shared_task(name="messaging.tasks.housekeeping", ignore_result=True)
+def housekeeping() -> None:
+    """Beat: expire stale queued messages, prune old history. Bounded and idempotent."""
+    services.expire_stale()
+    services.prune_history()

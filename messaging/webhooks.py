@@ -40,7 +40,6 @@ from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
 log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 5
-FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 3600
 # While a delivery runs, its event is not due again (a sweep must not send it twice).
 CLAIM_SECONDS = 60
@@ -284,7 +283,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def _backoff(attempts: int) -> timedelta:
-    base = min(FIRST_RETRY_SECONDS * 2 ** (attempts - 1), MAX_RETRY_SECONDS)
+    base = min(settings.WEBHOOK_FIRST_RETRY_SECONDS * 2 ** (attempts - 1), MAX_RETRY_SECONDS)
     return timedelta(seconds=base * random.uniform(0.9, 1.1))
 
 
