@@ -293,37 +293,27 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300, minimum=2)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat's sweeps. SWEEP_SECONDS, when set, runs every sweep that often (tests, tiny installs).
+SWEEP_SECONDS = env_int("SWEEP_SECONDS", 0, minimum=0)
+
+
+def _every(seconds: int) -> dict[str, Any]:
+    interval = float(SWEEP_SECONDS or seconds)
+    # A run still waiting when two more are due is dropped, so runs never pile up behind a
+    # stopped worker (the sweeps are idempotent: an extra run does no harm either).
+    return {"schedule": interval, "options": {"expires": max(2 * interval, 10.0)}}
+
+
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "worker-heartbeat": {
         "task": "gateway.tasks.record_heartbeat",
-        "schedule": float(env_int("WORKER_HEARTBEAT_SECONDS", 30, minimum=1)),
-        "options": {"expires": 60},
+        **_every(env_int("WORKER_HEARTBEAT_SECONDS", 30, minimum=1)),
     },
-    "newsletters": {
-        "task": "contacts.tasks.start_due_newsletters",
-        "schedule": 10.0,
-        "options": {"expires": 9},
-    },
-    "webhook-sweep": {
-        "task": "messaging.tasks.sweep_webhooks",
-        "schedule": 30.0,
-        "options": {"expires": 29},
-    },
-    "device-online-sweep": {
-        "task": "devices.tasks.announce_device_states",
-        "schedule": 30.0,
-        "options": {"expires": 29},
-    },
-    "housekeeping": {
-        "task": "messaging.tasks.housekeeping",
-        "schedule": 60.0,
-        "options": {"expires": 59},
-    },
-    "device-lease-sweep": {
-        "task": "devices.tasks.sweep_leases",
-        "schedule": 15.0,
-        "options": {"expires": 14},
-    },
+    "newsletters": {"task": "contacts.tasks.start_due_newsletters", **_every(10)},
+    "webhook-sweep": {"task": "messaging.tasks.sweep_webhooks", **_every(30)},
+    "device-online-sweep": {"task": "devices.tasks.announce_device_states", **_every(30)},
+    "device-lease-sweep": {"task": "devices.tasks.sweep_leases", **_every(15)},
+    "housekeeping": {"task": "messaging.tasks.housekeeping", **_every(60)},
 }
 
 # --- Logging --------------------------------------------------------------------------------

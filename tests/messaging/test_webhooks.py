@@ -23,7 +23,7 @@ from messaging.models import Status, WebhookEndpoint, WebhookEvent
 class Receiver:
     """A real HTTP server on 127.0.0.1 that records what it gets and checks signatures."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.received: list[dict] = []
         self.status = 200
         receiver = self
@@ -38,7 +38,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
