@@ -1,35 +1,238 @@
-from django.contrib import admin
+from __future__ import annotations
 
+import csv
+import io
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from contacts import services
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
+from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
+
+MAX_CSV_BYTES = 10 * 1024 * 1024
 
 
-class ContactEventInline(admin.TabularInline):
+class ContactEventInline(ScopedInline):
     model = ContactEvent
-    extra = 0
-    can_delete = False
-    readonly_fields = ("kind", "at", "reason", "message")
+    fields = ("kind", "at", "reason", "message")
+    readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
+def _csv_response(name: str, header: list[str], rows: Any) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}-{timezone.now():%Y%m%d}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return response
+
+
 @admin.register(Tag)
-class TagAdmin(admin.ModelAdmin):
-    list_display = ("id", "title", "account", "created_at")
+class TagAdmin(AccountScopedAdmin):
+    list_display = ("id", "title", "created_at")
     search_fields = ("title",)
+    actions = ["export_members"]
+
+    @admin.action(description="Export their contacts as CSV")
+    def export_members(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse:
+        contacts = Contact.objects.filter(tags__in=queryset).distinct().prefetch_related("tags")
+        return _csv_response(
+            "tag-contacts",
+            ["phone", "name", "tags", "opted_out"],
+            (
+                [c.phone, c.name, ";".join(t.title for t in c.tags.all()), int(c.opted_out)]
+                for c in contacts.iterator(chunk_size=2000)
+            ),
+        )
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="CSV with a header row: phone,name,tags (tags separated by ;)")
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
-    list_display = ("id", "phone", "name", "account", "opted_out")
+class ContactAdmin(AccountScopedAdmin):
+    list_display = ("id", "phone", "name", "opted_out", "created_at")
     list_filter = ("opted_out",)
     search_fields = ("phone", "name")
     filter_horizontal = ("tags",)
     inlines = [ContactEventInline]
+    actions = ["export_csv"]
+    change_list_template = "admin/contacts/contact/change_list.html"
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name="contacts_contact_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.action(description="Export as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse:
+        return _csv_response(
+            "contacts",
+            ["phone", "name", "tags", "opted_out"],
+            (
+                [c.phone, c.name, ";".join(t.title for t in c.tags.all()), int(c.opted_out)]
+                for c in queryset.prefetch_related("tags").iterator(chunk_size=2000)
+            ),
+        )
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """CSV import: phones normalized, duplicates merged, errors reported per row."""
+        account = account_of(request) or request.user.account  # type: ignore[union-attr]
+        form = ImportForm(request.POST or None, request.FILES or None)
+        result = None
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            if upload.size > MAX_CSV_BYTES:
+                form.add_error("file", "The file is larger than 10 MB")
+            else:
+                text = io.TextIOWrapper(upload.file, encoding="utf-8-sig", errors="replace")
+                reader = csv.DictReader(text)
+                if not reader.fieldnames or "phone" not in [
+                    f.strip().lower() for f in reader.fieldnames
+                ]:
+                    form.add_error(
+                        "file", "The first row must name the columns, with at least 'phone'"
+                    )
+                else:
+                    rows = (
+                        {(k or "").strip().lower(): (v or "") for k, v in row.items()}
+                        for row in reader
+                    )
+                    result = services.import_contacts(account, rows)
+                    level = messages.WARNING if result.errors else messages.SUCCESS
+                    self.message_user(
+                        request,
+                        f"{result.created} contacts created, {result.updated} updated, "
+                        f"{len(result.errors)} rows with errors.",
+                        level,
+                    )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "result": result,
+            "title": "Import contacts",
+        }
+        return TemplateResponse(request, "admin/contacts/contact/import.html", context)
 
 
 @admin.register(Newsletter)
-class NewsletterAdmin(admin.ModelAdmin):
-    list_display = ("id", "title", "account", "state", "send_at", "queued_count", "sent_count")
+class NewsletterAdmin(AccountScopedAdmin):
+    list_display = ("id", "title", "state", "send_at", "progress", "device")
     list_filter = ("state",)
-    readonly_fields = ("queued_count", "sent_count", "delivered_count", "failed_count")
+    filter_horizontal = ("tags",)
+    fields = (
+        "account",
+        "title",
+        "device",
+        "sim",
+        "body",
+        "tags",
+        "send_at",
+        "reach",
+        "state",
+        "queued_count",
+        "sent_count",
+        "delivered_count",
+        "failed_count",
+    )
+    readonly_fields = (
+        "reach",
+        "state",
+        "queued_count",
+        "sent_count",
+        "delivered_count",
+        "failed_count",
+    )
+    actions = ["start_now", "pause", "resume", "cancel"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and obj.state != Newsletter.State.SCHEDULED:
+            # Once it is being sent, what it sends is fixed.
+            return (*self.readonly_fields, "title", "device", "sim", "body", "tags", "send_at")
+        return self.readonly_fields
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        newsletter = form.instance
+        if newsletter.state == Newsletter.State.SCHEDULED and newsletter.send_at <= timezone.now():
+            from gateway.tasks import enqueue_on_commit
+
+            enqueue_on_commit("contacts.tasks.fan_out_newsletter", newsletter.pk)
+
+    @admin.display(description="Will reach")
+    def reach(self, newsletter: Newsletter) -> str:
+        if newsletter.pk is None:
+            return "(save to see)"
+        return f"{services.recipients(newsletter).count()} contacts (not opted out)"
+
+    @admin.display(description="Progress")
+    def progress(self, newsletter: Newsletter) -> str:
+        total = newsletter.queued_count or 0
+        done = newsletter.sent_count + newsletter.failed_count
+        percent = int(100 * done / total) if total else 0
+        return format_html(
+            '<div title="{} sent, {} delivered, {} failed of {}" '
+            'style="width:120px;background:#eee;border-radius:3px">'
+            '<div class="progress-bar" '
+            'style="width:{}%;background:#417690;height:10px;border-radius:3px">'
+            "</div></div>{}%",
+            newsletter.sent_count,
+            newsletter.delivered_count,
+            newsletter.failed_count,
+            total,
+            percent,
+            percent,
+        )
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Any], change: Any, verb: str) -> None:
+        done, refused = 0, 0
+        for newsletter in queryset:
+            try:
+                change(newsletter.account, newsletter.pk)
+                done += 1
+            except services.IllegalNewsletterChange:
+                refused += 1
+        self.message_user(request, f"{done} {verb}, {refused} could not be.")
+
+    @admin.action(description="Start now")
+    def start_now(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._each(request, queryset, services.start_newsletter, "started")
+
+    @admin.action(description="Pause")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._each(request, queryset, services.pause_newsletter, "paused")
+
+    @admin.action(description="Resume")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._each(request, queryset, services.resume_newsletter, "resumed")
+
+    @admin.action(description="Cancel")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._each(request, queryset, services.cancel_newsletter, "cancelled")
+
+    def response_post_save_add(self, request: HttpRequest, obj: Any) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:contacts_newsletter_change", args=[obj.pk]))

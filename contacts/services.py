@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -349,3 +350,69 @@ def apply_keywords(account_id: int, messages: list[tuple[int, str, str]]) -> int
                 )
                 changed += 1
     return changed
+
+
+def start_newsletter(account: Account, newsletter_id: int) -> None:
+    """Send a scheduled newsletter now instead of at its time."""
+    updated = (
+        Newsletter.objects.for_account(account)
+        .filter(pk=newsletter_id, state=Newsletter.State.SCHEDULED)
+        .update(send_at=timezone.now())
+    )
+    if not updated:
+        raise IllegalNewsletterChange("Only a scheduled newsletter can be started")
+    enqueue_on_commit("contacts.tasks.fan_out_newsletter", newsletter_id)
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+MAX_IMPORT_ROWS = 50_000
+
+
+def import_contacts(account: Account, rows: Iterable[dict[str, str]]) -> ImportResult:
+    """Create or update contacts from rows with ``phone``, ``name`` and ``tags`` (tag titles
+    separated by ``;`` or ``|``, created when new). Phones are normalized, so the same number
+    written twice is one contact (its tags merged). A bad row is reported by its line number
+    (the header is line 1) and does not stop the others. Idempotent.
+    """
+    result = ImportResult()
+    tag_ids: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        if line - 1 > MAX_IMPORT_ROWS:
+            result.errors.append((line, f"more than {MAX_IMPORT_ROWS} rows; the rest was skipped"))
+            break
+        phone = (row.get("phone") or "").strip()
+        if not phone:
+            result.errors.append((line, "phone is empty"))
+            continue
+        titles = [t.strip() for t in re.split(r"[;|]", row.get("tags") or "") if t.strip()]
+        for title in titles:
+            if title not in tag_ids:
+                tag_ids[title] = save_tag(account, title).pk
+        existed = (
+            Contact.objects.for_account(account).filter(phone=_normalized_or_raw(phone)).exists()
+        )
+        try:
+            save_contact(
+                account, phone, name=row.get("name") or "", tag_ids=[tag_ids[t] for t in titles]
+            )
+        except InvalidContact as exc:
+            result.errors.append((line, f"{phone}: {exc}"))
+            continue
+        if existed:
+            result.updated += 1
+        else:
+            result.created += 1
+    return result
+
+
+def _normalized_or_raw(phone: str) -> str:
+    try:
+        return normalize_phone(phone)
+    except InvalidPhone:
+        return phone

@@ -1,41 +1,170 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.timesince import timesince
 
 from devices import services
 from devices.models import Device, PairingCode, SimSlot
-from gateway.models import User
+from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
+from messaging.models import Message, MessageStatusChange, Status
 
 
-class SimSlotInline(admin.TabularInline):
+class SimSlotInline(ScopedInline):
     model = SimSlot
-    extra = 0
+    fields = ("slot", "number", "carrier_name", "country_iso", "iccid", "roaming")
+
+
+def _since(value: Any) -> str:
+    return f"{timesince(value)} ago" if value else "never"
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
-    list_display = ("id", "title", "account", "app_version", "enabled", "last_seen_at")
+class DeviceAdmin(AccountScopedAdmin):
+    list_display = (
+        "title",
+        "online_badge",
+        "last_seen",
+        "app_version",
+        "sim_cards",
+        "queue",
+        "sent_today",
+        "enabled",
+    )
     list_filter = ("enabled",)
     search_fields = ("title", "imei", "serial_number", "number")
     inlines = [SimSlotInline]
+    fieldsets = (
+        (None, {"fields": ("account", "title", "number", "enabled")}),
+        (
+            "Sending",
+            {
+                "fields": (
+                    "delay_between_sms",
+                    "delay_between_requests",
+                    "batch_size",
+                    "segments_per_minute",
+                )
+            },
+        ),
+        (
+            "Reported by the phone",
+            {
+                "fields": (
+                    "imei",
+                    "serial_number",
+                    "app_version",
+                    "battery_percent",
+                    "charging",
+                    "signal_dbm",
+                    "last_seen_at",
+                    "paired_at",
+                )
+            },
+        ),
+    )
+    readonly_fields = (
+        "imei",
+        "serial_number",
+        "app_version",
+        "battery_percent",
+        "charging",
+        "signal_dbm",
+        "last_seen_at",
+        "paired_at",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # Correlated subqueries: evaluated only for the devices on the page, each from an
+        # index (queued: the claim index; sent today: history by time), never a scan of
+        # all messages.
+        midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+
+        def per_device(queryset: QuerySet[Any], device_field: str) -> Any:
+            counted = (
+                queryset.filter(**{device_field: OuterRef("pk")})
+                .order_by()
+                .values(device_field)
+                .annotate(n=Count("pk"))
+                .values("n")
+            )
+            return Coalesce(Subquery(counted), 0)
+
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related("sims")
+            .annotate(
+                waiting=per_device(Message.objects.filter(status=Status.NEW), "device"),
+                leased=per_device(Message.objects.filter(status=Status.TAKEN), "device"),
+                sent_today_count=per_device(
+                    MessageStatusChange.objects.filter(
+                        changed_at__gte=midnight, to_status=Status.SENT
+                    ),
+                    "message__device",
+                ),
+            )
+        )
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+        # A device is added by pairing a phone: show a pairing code, its QR code and command.
+        return PairingCodeAdmin(PairingCode, self.admin_site).add_view(request)
+
+    @admin.display(description="Online")
+    def online_badge(self, device: Device) -> str:
+        online = services.is_online(device)
+        color, text = ("#2e7d32", "online") if online else ("#9e9e9e", "offline")
+        return format_html(
+            '<span style="color:#fff;background:{};padding:1px 6px;border-radius:8px">{}</span>',
+            color,
+            text,
+        )
+
+    @admin.display(description="Last seen", ordering="last_seen_at")
+    def last_seen(self, device: Device) -> str:
+        return _since(device.last_seen_at)
+
+    @admin.display(description="SIM cards")
+    def sim_cards(self, device: Device) -> str:
+        return format_html_join(
+            ", ",
+            "SIM {}: {}",
+            ((sim.slot + 1, sim.carrier_name or "?") for sim in device.sims.all()),
+        )
+
+    @admin.display(description="Queue (waiting / with phone)")
+    def queue(self, device: Any) -> str:
+        return f"{device.waiting} / {device.leased}"
+
+    @admin.display(description="Sent today")
+    def sent_today(self, device: Any) -> int:
+        return int(device.sent_today_count)
 
 
 @admin.register(PairingCode)
-class PairingCodeAdmin(admin.ModelAdmin):
+class PairingCodeAdmin(AccountScopedAdmin):
     """Adding a pairing code shows it once, with its QR code and the agent command."""
 
-    list_display = ("id", "account", "created_at", "expires_at", "used_at", "device")
+    list_display = ("id", "created_at", "expires_at", "used_at", "device")
     readonly_fields = ("account", "created_at", "expires_at", "used_at", "device")
 
-    def add_view(self, request, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
         if not self.has_add_permission(request):
+            from django.core.exceptions import PermissionDenied
+
             raise PermissionDenied
-        user = request.user
-        assert isinstance(user, User)
-        pairing, code = services.create_pairing_code(user.account)
+        account = account_of(request) or getattr(request.user, "account", None)
+        pairing, code = services.create_pairing_code(account)  # type: ignore[arg-type]
         how = services.pairing_instructions(pairing, code, request.build_absolute_uri("/"))
         context = {**self.admin_site.each_context(request), "how": how, "opts": self.opts}
         return TemplateResponse(request, "admin/devices/pairingcode/created.html", context)
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -1,8 +1,24 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
 
+from devices.models import Device
+from devices.services import is_online
+from gateway import services
+from gateway.admin_base import AccountScopedAdmin, account_of
 from gateway.models import Account, ApiToken, ServiceHeartbeat, User
+from messaging.models import FAILURES, MessageStatusChange, Status
 
 
 class EmailUserCreationForm(UserCreationForm):
@@ -14,11 +30,11 @@ class EmailUserCreationForm(UserCreationForm):
 class EmailUserChangeForm(UserChangeForm):
     class Meta:
         model = User
-        fields = "__all__"
+        fields = ("email", "password", "account", "full_name", "is_active", "is_staff")
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(AccountScopedAdmin, BaseUserAdmin):
     form = EmailUserChangeForm
     add_form = EmailUserCreationForm
     list_display = ("email", "account", "is_staff", "is_active", "last_login")
@@ -35,22 +51,88 @@ class UserAdmin(BaseUserAdmin):
         (None, {"classes": ("wide",), "fields": ("email", "account", "password1", "password2")}),
     )
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if account_of(request) is None:
+            return fieldsets
+        # Staff of an account manage its logins, but cannot make superusers or move
+        # logins to other accounts.
+        hidden = {"account", "is_superuser", "groups"}
+        return [
+            (name, {**opts, "fields": [f for f in opts["fields"] if f not in hidden]})
+            for name, opts in fieldsets
+        ]
+
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> Any:
+        return None
+
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(AccountScopedAdmin):
+    account_path = "pk"
     list_display = ("name", "time_zone", "created_at")
     search_fields = ("name",)
+    fields = ("name", "time_zone")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
+
+
+class TokenForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ("account", "name")
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "kind", "account", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("kind",)
-    readonly_fields = ("kind", "prefix", "created_at", "last_used_at", "revoked_at")
-    fields = ("account", "name", *readonly_fields)
+class ApiTokenAdmin(AccountScopedAdmin):
+    """Tokens: created here with the secret shown once; revoked, never edited."""
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        # A token's secret is shown once at creation; that flow belongs to a later admin page.
+    form = TokenForm
+    list_display = ("name", "prefix", "kind", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("kind",)
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ()
+        return ("account", "name", "kind", "prefix", "created_at", "last_used_at", "revoked_at")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ("name",) if account_of(request) else ("account", "name")
+        return self.get_readonly_fields(request, obj)
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+        account = account_of(request)
+        form = TokenForm(request.POST or None)
+        if account is not None:
+            form.fields.pop("account")
+        if request.method == "POST" and form.is_valid():
+            owner = account or form.cleaned_data["account"]
+            token, secret = services.create_api_token(owner, form.cleaned_data["name"])
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "token": token,
+                "secret": secret,
+            }
+            return TemplateResponse(request, "admin/gateway/apitoken/created.html", context)
+        return super().add_view(request, form_url, extra_context)
+
+    @admin.action(description="Revoke")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for token in queryset:
+            services.revoke_token(token.account, token.pk)
+        self.message_user(request, f"{queryset.count()} tokens revoked.")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -58,5 +140,73 @@ class ApiTokenAdmin(admin.ModelAdmin):
 class ServiceHeartbeatAdmin(admin.ModelAdmin):
     list_display = ("name", "seen_at")
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+# --- Dashboard ------------------------------------------------------------------------------
+
+_BUCKETS = {
+    "sent": Q(to_status=Status.SENT),
+    "delivered": Q(to_status=Status.DELIVERED),
+    "failed": Q(to_status__in=[*FAILURES, Status.NOT_DELIVERED]),
+}
+
+
+def _counts(changes: QuerySet[Any]) -> dict[str, int]:
+    return changes.aggregate(**{name: Count("pk", filter=q) for name, q in _BUCKETS.items()})
+
+
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    """Per-device health and sent/delivered/failed counts over 24 hours and 7 days."""
+    now = timezone.now()
+    account = account_of(request)
+    devices = Device.objects.all() if account is None else Device.objects.filter(account=account)
+    changes = MessageStatusChange.objects.filter(changed_at__gte=now - timedelta(days=7))
+    if account is not None:
+        changes = changes.filter(message__account=account)
+    by_day: dict[Any, dict[str, Any]] = {
+        row["day"]: dict(row)
+        for row in changes.annotate(day=TruncDate("changed_at"))
+        .values("day")
+        .annotate(**{name: Count("pk", filter=q) for name, q in _BUCKETS.items()})
+    }
+    days = [(now - timedelta(days=offset)).date() for offset in range(6, -1, -1)]
+    counts = [{k: int(by_day.get(day, {}).get(k, 0)) for k in _BUCKETS} for day in days]
+    peak = max([1, *(n for row in counts for n in row.values())])
+    colors = {"sent": "#79aec8", "delivered": "#2e7d32", "failed": "#ba2121"}
+    bars, labels = [], []
+    for index, (day, row) in enumerate(zip(days, counts, strict=True)):
+        labels.append({"x": index * 100, "text": f"{day:%a %d}"})
+        for offset, (name, value) in enumerate(row.items()):
+            height = round(80 * value / peak)
+            bars.append(
+                {
+                    "x": index * 100 + offset * 22,
+                    "y": 90 - height,
+                    "height": height,
+                    "color": colors[name],
+                    "title": f"{day}: {value} {name}",
+                }
+            )
+    device_rows = []
+    for device in devices.order_by("title"):
+        device_changes = changes.filter(message__device=device)
+        device_rows.append(
+            {
+                "device": device,
+                "online": is_online(device, now),
+                "day": _counts(device_changes.filter(changed_at__gte=now - timedelta(hours=24))),
+                "week": _counts(device_changes),
+            }
+        )
+    context = {
+        **admin.site.each_context(request),
+        "title": "Dashboard",
+        "devices": device_rows,
+        "bars": bars,
+        "labels": labels,
+        "totals_day": _counts(changes.filter(changed_at__gte=now - timedelta(hours=24))),
+        "totals_week": _counts(changes),
+    }
+    return TemplateResponse(request, "admin/dashboard.html", context)

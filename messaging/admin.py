@@ -1,30 +1,298 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
-from messaging import webhooks
-from messaging.models import Message, MessageStatusChange, WebhookEndpoint, WebhookEvent
+from contacts.models import Newsletter
+from devices.models import Device
+from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
+from messaging import services, webhooks
+from messaging.models import Message, MessageStatusChange, Status, WebhookEndpoint, WebhookEvent
 
 
-class StatusChangeInline(admin.TabularInline):
+class StatusChangeInline(ScopedInline):
     model = MessageStatusChange
-    extra = 0
-    can_delete = False
-    readonly_fields = ("from_status", "to_status", "changed_at", "source", "detail")
+    fields = ("changed_at", "from_status", "to_status", "source", "detail")
+    readonly_fields = fields
+    ordering = ("changed_at", "id")
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
+class AccountObjectFilter(admin.SimpleListFilter):
+    """Choices are the account's own objects (a related-only filter would scan every
+    message to find them)."""
+
+    model: Any = None
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[Any, str]]:
+        objects = self.model.objects.all()
+        account = account_of(request)
+        if account is not None:
+            objects = objects.filter(account=account)
+        return [(obj.pk, str(obj)) for obj in objects.order_by("-pk")[:200]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(**{f"{self.parameter_name}_id": self.value()})
+        return queryset
+
+
+class DeviceFilter(AccountObjectFilter):
+    title = "device"
+    parameter_name = "device"
+    model = Device
+
+
+class NewsletterFilter(AccountObjectFilter):
+    title = "newsletter"
+    parameter_name = "newsletter"
+    model = Newsletter
+
+
+class SimFilter(admin.SimpleListFilter):
+    title = "SIM"
+    parameter_name = "sim"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("0", "SIM 1"), ("1", "SIM 2")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(sim=self.value()) if self.value() else queryset
+
+
+class MoveForm(forms.Form):
+    device = forms.ModelChoiceField(queryset=Device.objects.none())
+    sim = forms.TypedChoiceField(choices=[(0, "SIM 1"), (1, "SIM 2")], coerce=int)
+
+    def __init__(self, *args: Any, devices: QuerySet[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["device"].queryset = devices  # type: ignore[attr-defined]
+
+
+class SendForm(forms.Form):
+    device = forms.ModelChoiceField(queryset=Device.objects.none())
+    sim = forms.TypedChoiceField(choices=[(0, "SIM 1"), (1, "SIM 2")], coerce=int)
+    to = forms.CharField(label="To", max_length=20_000, help_text="Numbers, comma-separated.")
+    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), max_length=1600)
+    urgent = forms.BooleanField(required=False)
+
+    def __init__(self, *args: Any, devices: QuerySet[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["device"].queryset = devices  # type: ignore[attr-defined]
+
+
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "phone", "status", "device", "sim", "urgent", "send_at", "created_at")
-    list_filter = ("status", "urgent")
-    search_fields = ("phone", "=customer_id")
-    raw_id_fields = ("device", "newsletter", "account")
-    # Status is written by messaging.services only; the admin shows it.
-    readonly_fields = ("status", "status_changed_at", "sent_at", "delivered_at", "segments")
-    show_full_result_count = False
+class MessageAdmin(AccountScopedAdmin):
+    list_display = (
+        "id",
+        "phone",
+        "status_badge",
+        "device",
+        "sim",
+        "urgent",
+        "send_at",
+        "created_at",
+    )
+    list_filter = (
+        "status",
+        DeviceFilter,
+        SimFilter,
+        ("created_at", admin.DateFieldListFilter),
+        "urgent",
+        NewsletterFilter,
+    )
+    search_fields = ("=phone", "=customer_id")
+    list_select_related = ("device",)
+    # Everything about a message's life is written by messaging.services: shown, never edited.
+    readonly_fields = (
+        "account",
+        "device",
+        "sim",
+        "phone",
+        "phone_raw",
+        "body",
+        "status",
+        "send_at",
+        "urgent",
+        "customer_id",
+        "newsletter",
+        "segments",
+        "error_detail",
+        "created_at",
+        "status_changed_at",
+        "sent_at",
+        "delivered_at",
+        "lease_expires_at",
+        "confirmed_at",
+        "not_before_at",
+        "outcome_deadline_at",
+        "parts_sent",
+    )
+    fields = readonly_fields
     inlines = [StatusChangeInline]
+    actions = ["cancel", "resend", "move", "mark_failed"]
+    change_list_template = "admin/messaging/message/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # sending goes through the "Send SMS" page, which uses the services
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
+        # Exact matches on indexed columns; phone numbers are normalized like the API's.
+        from gateway.phones import InvalidPhone, normalize_phone
+
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.isdigit() and len(term) < 12:
+            return queryset.filter(customer_id=int(term)) | queryset.filter(phone=term), False
+        try:
+            return queryset.filter(phone=normalize_phone(term)), False
+        except InvalidPhone:
+            return queryset.none(), False
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, message: Message) -> str:
+        status = Status(message.status)
+        return format_html(
+            '<span title="{}">{} {}</span>', status.label, status.value, status.short_title
+        )
+
+    def _account(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        return account_of(request) or queryset.first().account  # type: ignore[union-attr]
+
+    @admin.action(description="Cancel (if no phone sent them yet)")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        if not queryset.exists():
+            return
+        result = services.cancel(
+            self._account(request, queryset), queryset.values_list("id", flat=True)
+        )
+        self.message_user(
+            request, f"{len(result.moved)} cancelled, {len(result.rejected)} could not be."
+        )
+
+    @admin.action(description="Resend (as new messages)")
+    def resend(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        if not queryset.exists():
+            return
+        try:
+            ids = services.resend(
+                self._account(request, queryset), queryset.values_list("id", flat=True)
+            )
+        except services.InvalidBatch as exc:
+            self.message_user(request, f"Nothing resent: {exc}", messages.ERROR)
+            return
+        self.message_user(request, f"{len(ids)} new messages queued.")
+
+    @admin.action(description="Mark as failed (9)")
+    def mark_failed(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        if not queryset.exists():
+            return
+        result = services.mark_failed(
+            self._account(request, queryset),
+            queryset.values_list("id", flat=True),
+            "marked failed by operator",
+        )
+        self.message_user(
+            request, f"{len(result.moved)} marked failed, {len(result.rejected)} could not be."
+        )
+
+    @admin.action(description="Move to another device or SIM")
+    def move(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        if not queryset.exists():
+            return None
+        account = self._account(request, queryset)
+        devices = Device.objects.filter(account=account)
+        if "apply" in request.POST:
+            form = MoveForm(request.POST, devices=devices)
+            if form.is_valid():
+                try:
+                    moved = services.reassign(
+                        account,
+                        queryset.values_list("id", flat=True),
+                        form.cleaned_data["device"].pk,
+                        form.cleaned_data["sim"],
+                    )
+                except services.InvalidMessage as exc:
+                    self.message_user(request, str(exc), messages.ERROR)
+                    return None
+                self.message_user(request, f"{moved} moved (messages a phone already holds stay).")
+                return None
+        else:
+            form = MoveForm(devices=devices)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "queryset": queryset,
+            "action": "move",
+            "title": "Move messages to another device or SIM",
+        }
+        return TemplateResponse(request, "admin/messaging/message/move.html", context)
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "send/", self.admin_site.admin_view(self.send_view), name="messaging_message_send"
+            ),
+            *super().get_urls(),
+        ]
+
+    def send_view(self, request: HttpRequest) -> HttpResponse:
+        """Send an SMS (or a test SMS to one device) from the admin, through the services."""
+        account = account_of(request) or request.user.account  # type: ignore[union-attr]
+        devices = Device.objects.filter(account=account)
+        form = SendForm(request.POST or None, devices=devices)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                ids = services.submit(
+                    account,
+                    [
+                        services.OutgoingSms(
+                            data["device"].pk,
+                            data["to"],
+                            data["body"],
+                            data["sim"],
+                            None,
+                            data["urgent"],
+                        )
+                    ],
+                )
+            except services.InvalidBatch as exc:
+                form.add_error(None, exc.errors[0][1])
+            else:
+                self.message_user(request, f"Queued: {len(ids)} SMS.")
+                if len(ids) == 1:
+                    return HttpResponseRedirect(
+                        reverse("admin:messaging_message_change", args=[ids[0]])
+                    )
+                return HttpResponseRedirect(reverse("admin:messaging_message_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "title": "Send SMS",
+        }
+        return TemplateResponse(request, "admin/messaging/message/send.html", context)
 
 
 class WebhookEndpointForm(forms.ModelForm):
@@ -43,15 +311,15 @@ class WebhookEndpointForm(forms.ModelForm):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(AccountScopedAdmin):
     form = WebhookEndpointForm
-    list_display = ("id", "kind", "url", "device", "account", "enabled", "created_at")
+    list_display = ("id", "kind", "url", "device", "enabled", "created_at")
     list_filter = ("kind", "enabled")
-    raw_id_fields = ("account", "device")
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(AccountScopedAdmin):
+    account_path = "endpoint__account"
     list_display = (
         "event_id",
         "kind",
@@ -62,8 +330,47 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("state", "kind")
-    readonly_fields = [f.name for f in WebhookEvent._meta.fields]
-    show_full_result_count = False
+    readonly_fields = (
+        "endpoint",
+        "event_id",
+        "kind",
+        "body",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "delivered_at",
+        "last_status_code",
+        "last_error",
+        "delivery_log",
+        "created_at",
+    )
+    fields = readonly_fields
+    actions = ["retry"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    @admin.display(description="Delivery log")
+    def delivery_log(self, event: WebhookEvent) -> str:
+        rows = "".join(
+            format_html(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td></tr>",
+                entry.get("at", ""),
+                entry.get("status") or "-",
+                entry.get("error") or "ok",
+                entry.get("ms", ""),
+            )
+            for entry in event.log
+        )
+        return format_html(
+            "<table><tr><th>at</th><th>HTTP</th><th>result</th><th>took</th></tr>{}</table>", rows
+        )
+
+    @admin.action(description="Deliver again now")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for event in queryset.select_related("endpoint"):
+            webhooks.redeliver(event.endpoint.account, event.pk)
+        self.message_user(request, f"{queryset.count()} events queued for delivery.")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

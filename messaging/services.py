@@ -543,3 +543,64 @@ def prune_history(*, limit: int = 10_000) -> int:
         .values_list("id", flat=True)[:limit]
     )
     return deleted + WebhookEvent.objects.filter(id__in=old_events).delete()[0]
+
+
+def resend(account: Account, message_ids: Iterable[int]) -> list[int]:
+    """Queue a copy of each of the account's (outgoing) messages as a new message.
+
+    The originals keep their history; the copies start as NEW. Not idempotent.
+    """
+    originals = (
+        Message.objects.for_account(account)
+        .filter(id__in=list(message_ids))
+        .exclude(status=Status.INCOMING)
+    )
+    requests = [
+        OutgoingSms(m.device_id, m.phone, m.body, m.sim, None, m.urgent, m.customer_id)
+        for m in originals.order_by("id")
+        if m.device_id is not None
+    ]
+    return submit(account, requests) if requests else []
+
+
+def reassign(account: Account, message_ids: Iterable[int], device_id: int, sim: int) -> int:
+    """Move the account's queued messages to another device or SIM slot.
+
+    Only messages no phone holds (NEW) move; a lease not yet confirmed is first returned
+    to the queue. The device must be the account's and have the slot. Compare-and-set on
+    the status, so a message taken meanwhile stays where it is. Returns how many moved.
+    """
+    from devices.services import sim_slots_by_device
+
+    if sim not in sim_slots_by_device(account, [device_id]).get(device_id, set()):
+        raise InvalidMessage("Device not found, or it has no such SIM slot")
+    ids = list(
+        Message.objects.for_account(account)
+        .filter(id__in=list(message_ids))
+        .values_list("id", flat=True)
+    )
+    with transaction.atomic():
+        move(
+            ids,
+            Status.NEW,
+            account=account,
+            only_from=[Status.TAKEN],
+            where=Q(confirmed_at__isnull=True),
+            source="reassigned",
+        )
+        moved = Message.objects.filter(id__in=ids, status=Status.NEW).update(
+            device_id=device_id, sim=sim
+        )
+        transaction.on_commit(lambda: wake.ring([device_id]))
+    return int(moved)
+
+
+def mark_failed(account: Account, message_ids: Iterable[int], reason: str) -> MoveResult:
+    """An operator's verdict: the messages failed (code 9). Only where that move is legal."""
+    return move(
+        message_ids,
+        Status.GENERIC_FAILURE,
+        account=account,
+        detail=reason[:500],
+        source="operator",
+    )

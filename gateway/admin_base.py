@@ -1,0 +1,148 @@
+"""What every admin page of the gateway shares: account scoping and counts that stay cheap.
+
+A superuser sees everything. A staff user sees and changes only the objects of their own
+account: list and detail pages, autocomplete, related choices in forms and filters, actions
+and exports all start from ``get_queryset``, which is filtered here once for all models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.utils.functional import cached_property
+
+from gateway.models import Account, User
+
+# Exact counts above this are replaced by the planner's estimate (PostgreSQL).
+EXACT_COUNT_LIMIT = 10_000
+
+
+class EstimatedCountPaginator(Paginator):
+    """Counts exactly up to EXACT_COUNT_LIMIT rows, then trusts the query planner.
+
+    A changelist of a million messages must not run COUNT(*) over them on every page load:
+    on PostgreSQL the count of a large result is the planner's row estimate for the same
+    query (cheap, usually within a few percent), and "page N of about M" is all a person
+    needs. SQLite (the embedded default) is small enough to count exactly.
+    """
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if connection.vendor != "postgresql" or not isinstance(queryset, QuerySet):
+            return super().count
+        exact = queryset[: EXACT_COUNT_LIMIT + 1].count()
+        if exact <= EXACT_COUNT_LIMIT:
+            return int(exact)
+        return max(exact, _planner_estimate(queryset))
+
+
+def _planner_estimate(queryset: QuerySet[Any]) -> int:
+    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        import json
+
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def account_of(request: HttpRequest) -> Account | None:
+    """The account whose objects this admin user may see; None = all (superuser)."""
+    user = request.user
+    if not isinstance(user, User) or user.is_superuser:
+        return None
+    return user.account
+
+
+class AccountScopedAdmin(admin.ModelAdmin):
+    """A ModelAdmin whose every queryset and choice is limited to the user's account.
+
+    ``account_path`` is the lookup from the model to its account ("account" for most,
+    "device__account" for SIM slots, ...). Staff of an account may manage its objects
+    without per-model permissions: being staff of the account is the permission.
+    """
+
+    account_path = "account"
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        account = account_of(request)
+        if account is None:
+            return queryset
+        return queryset.filter(**{self.account_path: account})
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        account = account_of(request)
+        if account is not None:
+            related = db_field.related_model
+            if related is Account:
+                kwargs["queryset"] = Account.objects.filter(pk=account.pk)
+            elif hasattr(related, "account"):
+                kwargs["queryset"] = related._default_manager.filter(account=account)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        account = account_of(request)
+        related = db_field.related_model
+        if account is not None and hasattr(related, "account"):
+            kwargs["queryset"] = related._default_manager.filter(account=account)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def get_exclude(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        excluded = list(super().get_exclude(request, obj) or [])
+        # A staff user's objects always belong to their own account.
+        if account_of(request) is not None and self.account_path == "account":
+            excluded.append("account")
+        return excluded
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        account = account_of(request)
+        if account is not None and self.account_path == "account" and not change:
+            obj.account = account
+        super().save_model(request, obj, form, change)
+
+    def _staff(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._staff(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._staff(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self._staff(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._staff(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._staff(request)
+
+
+class ScopedInline(admin.TabularInline):
+    """Inlines are reached through a parent that is already scoped; they add nothing."""
+
+    extra = 0
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return bool(request.user.is_staff)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return bool(request.user.is_staff)
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return bool(request.user.is_staff)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return bool(request.user.is_staff)
