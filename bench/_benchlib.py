@@ -417,3 +417,70 @@ class HttpClient:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+# --- Where the CPU went ---------------------------------------------------------------------
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_named(name: str) -> dict[int, float]:
+    """{pid: CPU seconds} of the processes whose command name is ``name``."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == name:
+                out[int(entry.name)] = process_cpu_seconds(int(entry.name))
+    return out
+
+
+class CpuMeter:
+    """Where the CPU went between start() and stop(): the whole machine, this process
+    (the load generator), the processes given (e.g. gunicorn workers), PostgreSQL (its
+    processes alive at the end; a session that ended in between is missed) and the rest
+    (anything else running on the machine)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.wall = time.perf_counter()
+        self.machine = _machine_ticks()
+        self.own = sum(os.times()[:2])
+        self.procs = sum(process_cpu_seconds(p) for p in pids)
+        self.postgres = processes_named("postgres")
+
+    def stop(self) -> str:
+        wall = time.perf_counter() - self.wall
+        busy, _ = _machine_ticks()
+        tick = os.sysconf("SC_CLK_TCK")
+        machine = (busy - self.machine[0]) / tick
+        cpus = os.cpu_count() or 1
+        own = sum(os.times()[:2]) - self.own
+        procs = sum(process_cpu_seconds(p) for p in self.pids) - self.procs
+        postgres = sum(
+            cpu - self.postgres.get(pid, 0.0) for pid, cpu in processes_named("postgres").items()
+        )
+        rest = machine - own - procs - postgres
+        return (
+            f"CPU over {wall:.1f} s, in cores: machine {machine / wall:.2f} of {cpus} busy; "
+            f"load generator {own / wall:.2f}, server {procs / wall:.2f}, "
+            f"PostgreSQL {postgres / wall:.2f}, other {rest / wall:.2f}"
+        )

@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from devices.models import Device, PairingCode, SimSlot
@@ -470,7 +471,8 @@ def poll(
     from messaging.models import Message, Status
 
     now = now or timezone.now()
-    all_slots = sorted(sim_slots_by_device(device.account, [device.pk]).get(device.pk, {0}))
+    # The device is authenticated already: only its SIM slots are read.
+    all_slots = sorted(SimSlot.objects.filter(device=device).values_list("slot", flat=True)) or [0]
     sims = sorted(set(sims) & set(all_slots)) if sims is not None else all_slots
     leases = _open_leases(device, sims)
     if any(row["lease_expires_at"] < now for row in leases):
@@ -560,18 +562,15 @@ def confirm(device: Device, message_ids: list[int]) -> ConfirmResult:
     now = timezone.now()
     ids = sorted({int(i) for i in message_ids})
     mine = Message.objects.filter(id__in=ids, device=device, status=Status.TAKEN)
-    with transaction.atomic():
-        live = list(
-            mine.filter(confirmed_at__isnull=True, lease_expires_at__gte=now)
-            .select_for_update()
-            .values_list("id", "not_before_at")
-        )
-        for message_id, not_before in live:
-            Message.objects.filter(id=message_id, confirmed_at__isnull=True).update(
-                confirmed_at=now,
-                outcome_deadline_at=max(not_before or now, now)
-                + timedelta(seconds=settings.DEVICE_OUTCOME_SECONDS),
-            )
+    # One compare-and-set UPDATE: only live, unconfirmed leases of this device change.
+    mine.filter(confirmed_at__isnull=True, lease_expires_at__gte=now).update(
+        confirmed_at=now,
+        outcome_deadline_at=ExpressionWrapper(
+            Greatest(Coalesce(F("not_before_at"), Value(now)), Value(now))
+            + timedelta(seconds=settings.DEVICE_OUTCOME_SECONDS),
+            output_field=DateTimeField(),
+        ),
+    )
     confirmed = set(mine.filter(confirmed_at__isnull=False).values_list("id", flat=True))
     return ConfirmResult(
         confirmed=sorted(confirmed), refused=[i for i in ids if i not in confirmed]

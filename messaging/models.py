@@ -193,6 +193,12 @@ class Message(models.Model):
                 name="message_lease_idx",
                 condition=Q(status=2, confirmed_at__isnull=True),
             ),
+            # Cancellations a phone must hear of (confirmed, then cancelled), per device.
+            models.Index(
+                fields=["device", "status_changed_at"],
+                name="message_cancel_notice_idx",
+                condition=Q(status=20, confirmed_at__isnull=False),
+            ),
             models.Index(
                 fields=["outcome_deadline_at"],
                 name="message_outcome_due_idx",

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db import connection, models, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -98,6 +98,22 @@ def _count_for_newsletters(moves: list[tuple[int | None, Status]], target: Statu
         )
 
 
+def _per_message_cases(ids: list[int], per_message: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
+    """Column -> CASE id WHEN ... expression setting each message's own value."""
+    columns = {column for i in ids for column in per_message.get(i, {})}
+    cases: dict[str, Any] = {}
+    for column in columns:
+        field = Message._meta.get_field(column)
+        assert isinstance(field, models.Field)
+        whens = [
+            When(id=i, then=Value(per_message[i][column], output_field=field))
+            for i in ids
+            if column in per_message.get(i, {})
+        ]
+        cases[column] = Case(*whens, default=F(column), output_field=field)
+    return cases
+
+
 def move(
     message_ids: Iterable[int],
     target: Status | int,
@@ -117,8 +133,8 @@ def move(
     exactly like an id that does not exist. ``only_from`` narrows the legal sources further
     (a lease reaper moves TAKEN back to NEW, never anything else), and ``where`` adds any
     other condition the rows must meet at the moment of the move. ``extra`` sets more
-    columns in the same UPDATE, ``per_message`` sets columns for single messages (one
-    UPDATE each); only services pass them.
+    columns in the same UPDATE, ``per_message`` sets columns per message (CASE on the id,
+    still one UPDATE); only services pass them.
     """
     target = Status(target)
     sources = set(LEGAL_SOURCES[target])
@@ -155,15 +171,12 @@ def move(
         fields = {**_fields_for(target, now, detail), **(extra or {})}
         history: list[MessageStatusChange] = []
         for from_status, group in by_source.items():
+            group_fields = dict(fields)
             if per_message:
-                updated = sum(
-                    Message.objects.filter(id=message_id, status=from_status).update(
-                        **fields, **per_message.get(message_id, {})
-                    )
-                    for message_id in group
-                )
-            else:
-                updated = Message.objects.filter(id__in=group, status=from_status).update(**fields)
+                group_fields.update(_per_message_cases(group, per_message))
+            updated = Message.objects.filter(id__in=group, status=from_status).update(
+                **group_fields
+            )
             # The rows are locked, so the compare-and-set cannot miss; if it ever did, the
             # history would lie, and that is worth failing the transaction for.
             if updated != len(group):

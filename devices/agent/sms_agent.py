@@ -407,16 +407,19 @@ class Agent:
         deadline = time.monotonic() + duration if duration else None
         self.report_pending()  # outcomes known before a restart
         done = 0
-        idle = False
+        idle, took = False, 0.0
         while not self.stopping.is_set():
             if (loops is not None and done >= loops) or (deadline and time.monotonic() > deadline):
                 break
-            if idle and self.wait == 0:
-                # Plain polling: nothing was waiting, so wait the server's interval.
+            if idle and (self.wait == 0 or took < self.wait / 2):
+                # Nothing came, and the server did not hold the poll (plain polling, or no
+                # long-poll capacity free): wait the server's interval instead of spinning.
                 self.stopping.wait(self.poll_interval)
             done += 1
+            started = time.monotonic()
             try:
                 idle = not self.cycle()
+                took = time.monotonic() - started
                 self.failures = 0
             except (OSError, ApiError, ValueError) as exc:
                 if isinstance(exc, ApiError) and exc.status in (401, 403):

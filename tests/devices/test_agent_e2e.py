@@ -273,6 +273,11 @@ def test_crash_injection_loses_nothing_and_sends_nothing_twice(
         else:
             # never sent: only "unknown" (the agent died as it started sending) is possible
             assert status == Status.UNKNOWN, (body, status)
+    # no message was ever leased to a device other than its own
+    for message_id, device_id, source in MessageStatusChange.objects.filter(
+        to_status=Status.TAKEN
+    ).values_list("message_id", "message__device_id", "source"):
+        assert source == f"poll by device {device_id}", (message_id, source)
     # every message moved into a final status once, and never out of one
     for message_id in Message.objects.values_list("id", flat=True):
         moves = list(
