@@ -63,9 +63,6 @@ class UserAdmin(AccountScopedAdmin, BaseUserAdmin):
             for name, opts in fieldsets
         ]
 
-    def get_exclude(self, request: HttpRequest, obj: Any = None) -> Any:
-        return None
-
 
 @admin.register(Account)
 class AccountAdmin(AccountScopedAdmin):

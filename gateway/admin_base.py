@@ -79,7 +79,7 @@ class AccountScopedAdmin(admin.ModelAdmin):
         account = account_of(request)
         if account is None:
             return queryset
-        return queryset.filter(**{self.account_path: account})
+        return queryset.filter(**{self.account_path: account.pk})
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         account = account_of(request)
@@ -98,12 +98,24 @@ class AccountScopedAdmin(admin.ModelAdmin):
             kwargs["queryset"] = related._default_manager.filter(account=account)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
-    def get_exclude(self, request: HttpRequest, obj: Model | None = None) -> Any:
-        excluded = list(super().get_exclude(request, obj) or [])
-        # A staff user's objects always belong to their own account.
-        if account_of(request) is not None and self.account_path == "account":
-            excluded.append("account")
-        return excluded
+    def _hides_account(self, request: HttpRequest) -> bool:
+        # A staff user's objects always belong to their own account: no field to choose it.
+        return account_of(request) is not None and self.account_path == "account"
+
+    def get_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        fields = super().get_fields(request, obj)
+        if self._hides_account(request):
+            return [f for f in fields if f != "account"]
+        return fields
+
+    def get_fieldsets(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if not self._hides_account(request):
+            return fieldsets
+        return [
+            (name, {**opts, "fields": [f for f in opts["fields"] if f != "account"]})
+            for name, opts in fieldsets
+        ]
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         account = account_of(request)

@@ -112,6 +112,8 @@ if BEHIND_PROXY:
     USE_X_FORWARDED_HOST = True
 
 INSTALLED_APPS = [
+    # First, so its admin templates (the index with the dashboard link) take precedence.
+    "gateway",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -120,7 +122,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "gateway",
     "devices",
     "messaging",
     "contacts",

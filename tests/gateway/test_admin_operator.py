@@ -1,0 +1,167 @@
+"""What an operator does in the admin: send, cancel, resend, move, import, tokens, dashboard."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+
+from contacts.models import Contact, Newsletter, Tag
+from devices.models import Device
+from gateway import services as accounts
+from gateway.admin_base import EstimatedCountPaginator
+from gateway.models import ApiToken
+from messaging import services as messaging
+from messaging.models import Message, Status
+
+
+@pytest.fixture
+def operator(make_user, paired):
+    user = make_user("ops@example.com", "pw-long-enough", is_staff=True)
+    device, _ = paired(account=user.account, title="Pixel")
+    client = Client()
+    client.force_login(user)
+    return client, user.account, device
+
+
+def _action(client, model: str, action: str, ids: list[int], **extra):
+    return client.post(
+        reverse(f"admin:{model}_changelist"), {"action": action, "_selected_action": ids, **extra}
+    )
+
+
+def test_send_sms_from_the_admin(operator):
+    client, account, device = operator
+    response = client.post(
+        reverse("admin:messaging_message_send"),
+        {
+            "device": device.pk,
+            "sim": 1,
+            "to": "+49 157 52982212",
+            "body": "Hello from the admin",
+            "urgent": "on",
+        },
+    )
+    message = Message.objects.get()
+    assert response.status_code == 302 and response["Location"].endswith(f"/{message.pk}/change/")
+    assert (message.phone, message.sim, message.urgent, message.account) == (
+        "+4915752982212",
+        1,
+        True,
+        account,
+    )
+    bad = client.post(
+        reverse("admin:messaging_message_send"),
+        {"device": device.pk, "sim": 0, "to": "CALL ME", "body": "x"},
+    )
+    assert "characters other than digits" in bad.content.decode()
+
+
+def test_message_actions_go_through_the_services(operator, paired):
+    client, account, device = operator
+    other, _ = paired(account=account, title="Spare")
+    ids = messaging.submit(
+        account, [messaging.OutgoingSms(device.pk, "1234", f"m{i}") for i in range(4)]
+    )
+    _action(client, "messaging_message", "cancel", [ids[0]])
+    _action(client, "messaging_message", "mark_failed", [ids[1]])
+    _action(client, "messaging_message", "resend", [ids[0]])
+    form = _action(client, "messaging_message", "move", [ids[2]])
+    assert form.status_code == 200 and "Spare" in form.content.decode()
+    _action(client, "messaging_message", "move", [ids[2]], apply="1", device=other.pk, sim=0)
+    statuses = dict(Message.objects.values_list("id", "status"))
+    assert statuses[ids[0]] == Status.CANCELLED and statuses[ids[1]] == Status.GENERIC_FAILURE
+    assert Message.objects.get(pk=ids[2]).device_id == other.pk
+    copy = Message.objects.exclude(id__in=ids).get()
+    assert (copy.body, copy.status) == ("m0", Status.NEW)
+    page = client.get(reverse("admin:messaging_message_change", args=[ids[0]])).content.decode()
+    assert "Cancelled" in page  # the status timeline
+
+
+def test_newsletter_actions_and_progress(operator):
+    client, account, device = operator
+    tag = Tag.objects.create(account=account, title="all")
+    Contact.objects.create(account=account, phone="+4915700000001").tags.add(tag)
+    response = client.post(
+        reverse("admin:contacts_newsletter_add"),
+        {
+            "title": "Sale",
+            "device": device.pk,
+            "sim": 0,
+            "body": "50% off",
+            "tags": [tag.pk],
+            "send_at_0": "2031-01-01",
+            "send_at_1": "10:00:00",
+        },
+    )
+    newsletter = Newsletter.objects.get()
+    assert response.status_code == 302 and newsletter.account == account
+    assert (
+        "1 contacts"
+        in client.get(
+            reverse("admin:contacts_newsletter_change", args=[newsletter.pk])
+        ).content.decode()
+    )
+    _action(client, "contacts_newsletter", "pause", [newsletter.pk])
+    assert Newsletter.objects.get().state == "paused"
+    _action(client, "contacts_newsletter", "resume", [newsletter.pk])
+    _action(client, "contacts_newsletter", "cancel", [newsletter.pk])
+    assert Newsletter.objects.get().state == "cancelled"
+    assert (
+        "progress-bar"
+        in client.get(reverse("admin:contacts_newsletter_changelist")).content.decode()
+    )
+
+
+def test_csv_import_normalizes_merges_and_reports_bad_rows(operator):
+    client, account, _ = operator
+    csv_text = "phone,name,tags\n+49 157 00000001,Anna,vip;news\n+4915700000001,Anna B.,old\nnot a phone,X,\n,Empty,\n"
+    response = client.post(
+        reverse("admin:contacts_contact_import"),
+        {"file": SimpleUploadedFile("c.csv", csv_text.encode(), content_type="text/csv")},
+    )
+    text = response.content.decode()
+    assert "1 created, 1 updated." in text
+    assert "<td>4</td>" in text and "<td>5</td>" in text  # the two bad lines, by number
+    contact = Contact.objects.get(account=account)
+    assert contact.name == "Anna B." and sorted(contact.tags.values_list("title", flat=True)) == [
+        "news",
+        "old",
+        "vip",
+    ]
+    export = _action(client, "contacts_contact", "export_csv", [contact.pk])
+    assert export["Content-Type"].startswith("text/csv") and b"+4915700000001" in export.content
+
+
+def test_a_token_created_in_the_admin_is_shown_once(operator):
+    client, account, _ = operator
+    page = client.post(reverse("admin:gateway_apitoken_add"), {"name": "shop"}).content.decode()
+    secret = page.split('class="token-secret"')[1].split(">")[1].split("<")[0]
+    token = ApiToken.objects.get(name="shop")
+    assert token.account == account and accounts.authenticate_token(secret) == token
+    detail = client.get(reverse("admin:gateway_apitoken_change", args=[token.pk])).content.decode()
+    assert secret not in detail
+    _action(client, "gateway_apitoken", "revoke", [token.pk])
+    assert accounts.authenticate_token(secret) is None
+
+
+def test_device_list_and_dashboard(operator):
+    client, account, device = operator
+    messaging.submit(account, [messaging.OutgoingSms(device.pk, "1234", "x")] * 3)
+    devices_page = client.get(reverse("admin:devices_device_changelist")).content.decode()
+    assert "online" in devices_page and "3 / 0" in devices_page
+    dashboard = client.get(reverse("admin-dashboard")).content.decode()
+    assert "Pixel" in dashboard and "<svg" in dashboard
+    assert reverse("admin-dashboard") in client.get(reverse("admin:index")).content.decode()
+    adding = client.get(reverse("admin:devices_device_add")).content.decode()
+    assert "Pairing code" in adding and Device.objects.count() == 1
+
+
+def test_large_lists_use_the_planner_estimate_on_postgres(operator, db_is_postgres):
+    _, account, device = operator
+    messaging.submit(
+        account, [messaging.OutgoingSms(device.pk, "1234", "x")] * 20, return_ids=False
+    )
+    paginator = EstimatedCountPaginator(Message.objects.all(), 10)
+    assert paginator.count == 20  # small results are counted exactly
