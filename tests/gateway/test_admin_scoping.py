@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib import admin
 from django.test import Client
@@ -17,7 +19,7 @@ from messaging import services as messaging
 from messaging.models import Message, MessageStatusChange, WebhookEndpoint, WebhookEvent
 
 
-def _populate(account: Account, label: str) -> dict[type, object]:
+def _populate(account: Account, label: str) -> dict[type, Any]:
     """One object of every kind for the account; their text carries the label."""
     user = User.objects.create_user(
         f"{label}@example.com", "pw-long-enough", account=account, is_staff=True
@@ -71,7 +73,7 @@ def world(make_account):
     return client, mine, theirs
 
 
-def _snapshot(objects: dict[type, object]) -> list:
+def _snapshot(objects: dict[type, Any]) -> list:
     return [list(type(obj).objects.filter(pk=obj.pk).values()) for obj in objects.values()]
 
 
