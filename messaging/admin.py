@@ -154,6 +154,9 @@ class MessageAdmin(AccountScopedAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a message's record stays; cancel it instead
+
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
         # Exact matches on indexed columns; phone numbers are normalized like the API's.
         from gateway.phones import InvalidPhone, normalize_phone

@@ -11,6 +11,16 @@ cd "$(dirname "$0")/.."
 
 scripts/install.sh --dev
 export PATH="$PWD/.venv/bin:$PATH"
+
+# The admin's browser test drives Debian's chromium (no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing chromium (Debian package) for the browser test"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "== chromium not installed: the browser test will be skipped (CI requires it)"
+    fi
+fi
 unset DATABASE_URL REDIS_URL CELERY_BROKER_URL
 pg_url="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/gateway}"
 redis_url="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
