@@ -416,3 +416,17 @@ def _normalized_or_raw(phone: str) -> str:
         return normalize_phone(phone)
     except InvalidPhone:
         return phone
+
+
+def set_opt_out(contact: Contact, opted_out: bool, *, reason: str) -> None:
+    """Opt a contact out of newsletters (or back in) by hand, recorded in its history."""
+    with transaction.atomic():
+        changed = Contact.objects.filter(pk=contact.pk, opted_out=not opted_out).update(
+            opted_out=opted_out, opted_out_at=timezone.now() if opted_out else None
+        )
+        if changed:
+            ContactEvent.objects.create(
+                contact=contact,
+                kind=ContactEvent.Kind.OPTED_OUT if opted_out else ContactEvent.Kind.OPTED_IN,
+                reason=reason[:200],
+            )

@@ -18,6 +18,7 @@ from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterR
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from devices import wake
 from devices.models import Device, PairingCode, SimSlot
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone
@@ -789,3 +790,43 @@ def pairing_instructions(pairing: PairingCode, code: str, server: str) -> Pairin
     )
     svg = segno.make(uri, error="m").svg_inline(scale=5, dark="#111", light="#fff")
     return PairingInstructions(code, pairing.expires_at, uri, command, svg)
+
+
+def queue_depth(device: Device) -> dict[str, int]:
+    """Messages of the device waiting in the queue, and held by the phone."""
+    from django.db.models import Count
+
+    from messaging.models import Message, Status
+
+    counts = dict(
+        Message.objects.filter(device=device, status__in=[Status.NEW, Status.TAKEN])
+        .values("status")
+        .annotate(n=Count("pk"))
+        .values_list("status", "n")
+    )
+    return {"waiting": counts.get(Status.NEW, 0), "with_phone": counts.get(Status.TAKEN, 0)}
+
+
+SETTABLE = (
+    "title",
+    "number",
+    "enabled",
+    "delay_between_sms",
+    "delay_between_requests",
+    "batch_size",
+)
+
+
+def update_settings(account: Account, device_id: int, **changes: Any) -> Device:
+    """Change a device's operator settings (delays, batch size, enabled, name). Only those
+    fields: what the phone reports, and the device's owner, are not settable."""
+    device = get_device(account, device_id)
+    unknown = set(changes) - set(SETTABLE)
+    if unknown:
+        raise ValueError(f"not settable: {sorted(unknown)}")
+    for field, value in changes.items():
+        setattr(device, field, value)
+    device.save(update_fields=list(changes) or None)
+    if changes.get("enabled"):
+        wake.ring([device.pk])
+    return device

@@ -122,6 +122,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "devices",
     "messaging",
     "contacts",
@@ -334,11 +336,31 @@ LOGGING = {
 # --- API ------------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
+    # The REST API (/api/v1/). The device API sets its own classes.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "messaging.api.v1.base.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["messaging.api.v1.base.HasAccount"],
+    "DEFAULT_THROTTLE_CLASSES": ["messaging.api.v1.base.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api": env_str("API_RATE_LIMIT", "6000/min")},
+    "EXCEPTION_HANDLER": "messaging.api.v1.base.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SMS gateway API",
+    "DESCRIPTION": (
+        "Send SMS through your own phones. Authenticate with `Authorization: Bearer <token>`. "
+        "Errors are RFC 9457 problem documents."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # Bulk SMS requests (addalotofsms) carry up to 10,000 items; each API bounds its own bodies

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from gateway import views
 from gateway.admin import dashboard_view
@@ -11,6 +12,10 @@ urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/device/v1/", include("devices.api.urls")),
+    path("api/v1/", include("messaging.api.v1.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     # SMSGateway24 compatibility: both spellings routed, so no redirect ever breaks a POST.
     path("getdata/<str:method>", getdata, name="getdata"),
     path("getdata/<str:method>/", getdata),

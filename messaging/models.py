@@ -346,3 +346,24 @@ class WebhookEvent(models.Model):
     @property
     def payload(self) -> Any:
         return json.loads(self.body)
+
+
+class IdempotencyKey(models.Model):
+    """A create request of the REST API made with an Idempotency-Key, and its answer."""
+
+    account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    # None while the first request is being processed.
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "key"], name="idempotency_key_per_account")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_age_idx")]
+
+    def __str__(self) -> str:
+        return self.key

@@ -539,8 +539,10 @@ def prune_history(*, limit: int = 10_000) -> int:
 
     Messages are kept. Bounded per run; idempotent. Returns how many rows went.
     """
-    from messaging.models import WebhookEvent
+    from messaging.models import IdempotencyKey, WebhookEvent
 
+    # Idempotency keys are promised for 24 hours, whatever the retention.
+    IdempotencyKey.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).delete()
     if not settings.HISTORY_RETENTION_DAYS:
         return 0
     cutoff = timezone.now() - timedelta(days=settings.HISTORY_RETENTION_DAYS)

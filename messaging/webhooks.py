@@ -370,3 +370,12 @@ def redeliver(account: Account, event_pk: int) -> None:
         )
         if updated:
             enqueue_on_commit("messaging.tasks.deliver_webhook", event_pk, queue="webhooks")
+
+
+def test_event(endpoint: WebhookEndpoint) -> WebhookEvent:
+    """A "webhook.test" event for one endpoint (the hosted service's test button)."""
+    return WebhookEvent.objects.create(
+        endpoint=endpoint,
+        kind="webhook.test",
+        body=_json({"test": True, "endpoint_id": endpoint.pk, "kind": endpoint.kind}),
+    )

@@ -90,6 +90,8 @@ MAX_DEVICE_BODY_BYTES = 1024 * 1024
 class DeviceView(APIView):
     authentication_classes = [DeviceTokenAuthentication]
     permission_classes = [IsEnabledDevice]
+    throttle_classes: list[Any] = []
+    schema = None  # the device protocol is documented in docs/device-protocol.md
 
     def get_exception_handler(self):  # type: ignore[no-untyped-def]
         return exception_handler
@@ -243,6 +245,8 @@ class PairView(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
+    throttle_classes: list[Any] = []
+    schema = None
 
     def get_exception_handler(self):  # type: ignore[no-untyped-def]
         return exception_handler

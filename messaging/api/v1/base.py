@@ -1,0 +1,178 @@
+"""What every /api/v1/ view shares: bearer tokens, problem-details errors, rate limits."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions, permissions, throttling
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from gateway import services as accounts
+from gateway.models import Account, ApiToken
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPES = "https://sms-gateway.invalid/problems/"
+
+
+class TokenPrincipal:
+    """request.user for a bearer-token request: the account the token belongs to."""
+
+    is_authenticated = True
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, token: ApiToken) -> None:
+        self.token = token
+        self.account = token.account
+        self.pk = None
+
+    def __str__(self) -> str:
+        return f"token {self.token.prefix}"
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <API token>`` (any of the account's tokens)."""
+
+    def authenticate(self, request: Request) -> tuple[TokenPrincipal, ApiToken] | None:
+        scheme, _, secret = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = accounts.authenticate_token(secret.strip())
+        if token is None:
+            raise exceptions.AuthenticationFailed("The token is invalid or was revoked")
+        return TokenPrincipal(token), token
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class HasAccount(permissions.BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(
+            request.user
+            and request.user.is_authenticated
+            and getattr(request.user, "account", None)
+        )
+
+
+def account_of(request: Request) -> Account:
+    account = getattr(request.user, "account", None)
+    if not isinstance(account, Account):
+        raise exceptions.NotAuthenticated()
+    return account
+
+
+class TokenRateThrottle(throttling.SimpleRateThrottle):
+    """Requests per token (or per login for the browsable API), counted in the cache.
+
+    A cache that is down (Redis stopped) lets requests through rather than failing them.
+    """
+
+    scope = "api"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if isinstance(request.auth, ApiToken):
+            ident = f"token-{request.auth.pk}"
+        elif request.user and request.user.is_authenticated:
+            ident = f"user-{request.user.pk}"
+        else:
+            ident = self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:  # the cache backend is unreachable
+            log.warning("rate limit not applied, cache unavailable: %s", exc)
+            return True
+
+
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "A request with this Idempotency-Key is still being processed"
+    default_code = "conflict"
+
+
+class Unprocessable(exceptions.APIException):
+    status_code = 422
+    default_detail = "The request cannot be processed"
+    default_code = "unprocessable"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = 413
+    default_detail = "The request is too large"
+    default_code = "too_large"
+
+
+_TITLES = {
+    400: "Invalid request",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable request",
+    429: "Too many requests",
+}
+
+
+def problem(status: int, detail: str, *, errors: Any = None, code: str | None = None) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPES + (code or str(status)),
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(body, status=status, content_type="application/problem+json")
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every 4xx of the API as one RFC 9457 problem body (type, title, status, detail,
+    errors for fields)."""
+    # Imported here: DRF imports this module while rest_framework.views is still loading.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    if isinstance(exc, exceptions.ValidationError):
+        errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        result = problem(400, "Some fields are not valid", errors=errors, code="validation")
+    else:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        result = problem(
+            exc.status_code,
+            str(detail),
+            code=str(exc.default_code),
+        )
+    for header in ("Retry-After", "WWW-Authenticate", "Allow"):
+        if header in response:
+            result[header] = response[header]
+    return result
+
+
+class BearerScheme(OpenApiAuthenticationExtension):
+    """How the schema describes BearerTokenAuthentication."""
+
+    target_class = "messaging.api.v1.base.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "An API token of the account"}

@@ -1,0 +1,70 @@
+"""Idempotency-Key for the REST API's create calls, kept 24 hours.
+
+Same key and same request: the original answer again. Same key, different request: 422.
+The same key while its first request is still running: 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from messaging.api.v1.base import Conflict, Unprocessable, account_of
+from messaging.models import IdempotencyKey
+
+KEEP = timedelta(hours=24)
+MAX_KEY_LENGTH = 255
+
+
+def _fingerprint(request: Request) -> str:
+    body = json.dumps(request.data, sort_keys=True, default=str)
+    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        return handle()
+    if len(key) > MAX_KEY_LENGTH:
+        raise Unprocessable(f"Idempotency-Key is longer than {MAX_KEY_LENGTH} characters")
+    account = account_of(request)
+    fingerprint = _fingerprint(request)
+    IdempotencyKey.objects.filter(
+        account=account, key=key, created_at__lt=timezone.now() - KEEP
+    ).delete()
+    try:
+        with transaction.atomic():
+            record = IdempotencyKey.objects.create(
+                account=account, key=key, request_hash=fingerprint
+            )
+    except IntegrityError:
+        existing = IdempotencyKey.objects.get(account=account, key=key)
+        if existing.request_hash != fingerprint:
+            raise Unprocessable(
+                "This Idempotency-Key was used with a different request; use a new key"
+            ) from None
+        if existing.status_code is None:
+            raise Conflict() from None
+        replay = Response(json.loads(existing.response), status=existing.status_code)
+        replay["Idempotent-Replayed"] = "true"
+        return replay
+    try:
+        response = handle()
+    except Exception:
+        # Nothing was done (a validation error, say): the key may be used again.
+        record.delete()
+        raise
+    if response.status_code >= 500:
+        record.delete()
+    else:
+        IdempotencyKey.objects.filter(pk=record.pk).update(
+            status_code=response.status_code, response=json.dumps(response.data, default=str)
+        )
+    return response
