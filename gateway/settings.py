@@ -361,6 +361,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "messaging.api.v1.base.add_problem_responses",
+    ],
 }
 
 # Bulk SMS requests (addalotofsms) carry up to 10,000 items; each API bounds its own bodies

@@ -20,3 +20,7 @@ urlpatterns = [
     path("getdata/<str:method>", getdata, name="getdata"),
     path("getdata/<str:method>/", getdata),
 ]
+
+handler400 = "gateway.views.bad_request"
+handler404 = "gateway.views.not_found"
+handler500 = "gateway.views.server_error"

@@ -176,3 +176,49 @@ class BearerScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "description": "An API token of the account"}
+
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": True},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+_ERROR_RESPONSES = {
+    "400": "Invalid request (field errors in `errors`)",
+    "401": "Missing, invalid or revoked token",
+    "403": "Not allowed",
+    "404": "No such object in your account",
+    "405": "Method not allowed",
+    "409": "A request with this Idempotency-Key is still running",
+    "413": "Too large",
+    "415": "Unsupported media type",
+    "422": "Valid, but cannot be done (see `detail`)",
+    "429": "Rate limit reached; see Retry-After",
+}
+
+
+def add_problem_responses(
+    result: dict[str, Any], generator: Any, request: Any, public: Any
+) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: every operation documents its problem answers."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    reference = {"$ref": "#/components/schemas/Problem"}
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for code, text in _ERROR_RESPONSES.items():
+                responses.setdefault(
+                    code,
+                    {
+                        "description": text,
+                        "content": {"application/problem+json": {"schema": reference}},
+                    },
+                )
+    return result

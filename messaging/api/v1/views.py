@@ -545,6 +545,9 @@ class TokenViewSet(AccountViewSet):
     def list(self, request: Request) -> Response:
         return self.page(self.get_queryset(), wire.TokenSerializer)
 
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(wire.TokenSerializer(self.get_object()).data)
+
     @extend_schema(
         request=wire.TokenSerializer,
         responses={
