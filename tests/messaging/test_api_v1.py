@@ -480,3 +480,16 @@ def test_the_schema_and_its_documentation_are_served_without_a_cdn(setup, client
         and "/static/drf_spectacular_sidecar/" in docs
     )
     assert client.get("/api/redoc/").status_code == 200
+
+
+def test_a_creation_time_window_pages_completely(setup):
+    api, account, device = setup
+    ids = messaging.submit(
+        account, [messaging.OutgoingSms(device.pk, "1234", f"w{i}") for i in range(5)]
+    )
+    seen, url = [], API + "messages?page_size=2&created_after=2000-01-01T00:00:00Z"
+    while url:
+        page = api.client.get(url).json()
+        seen += [m["id"] for m in page["results"]]
+        url = page["next"]
+    assert sorted(seen) == sorted(ids) and len(seen) == 5

@@ -41,6 +41,13 @@ class Cursor(pagination.CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def get_ordering(self, request: Request, queryset: Any, view: Any) -> tuple[str, ...]:
+        # A creation-time window is read from the (account, created_at, id) index; walking
+        # the id index instead would skip every newer row first.
+        if {"created_after", "created_before"} & set(request.query_params):
+            return ("-created_at", "-id")
+        return (self.ordering,)
+
 
 class AccountViewSet(viewsets.GenericViewSet):
     pagination_class = Cursor
