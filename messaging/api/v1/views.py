@@ -11,7 +11,13 @@ from django.db.models import QuerySet
 from django.http import Http404
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, pagination, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -259,7 +265,16 @@ class DeviceViewSet(AccountViewSet):
         except (devices.DeviceNotFound, ValueError):
             raise Http404 from None
 
-    @extend_schema(request=wire.DeviceSerializer)
+    @extend_schema(
+        request=wire.DeviceSerializer,
+        examples=[
+            OpenApiExample(
+                "Slower sending",
+                value={"delay_between_sms": 5, "batch_size": 10},
+                request_only=True,
+            )
+        ],
+    )
     def partial_update(self, request: Request, pk: str) -> Response:
         device = self._device(pk)
         payload = wire.DeviceSerializer(device, data=request.data, partial=True)
@@ -292,6 +307,11 @@ class DeviceViewSet(AccountViewSet):
         )
 
 
+@extend_schema_view(
+    create=extend_schema(
+        examples=[OpenApiExample("A tag", value={"title": "customers"}, request_only=True)]
+    )
+)
 class TagViewSet(AccountViewSet, mixins.DestroyModelMixin):
     serializer_class = wire.TagSerializer
 
@@ -318,6 +338,20 @@ class TagViewSet(AccountViewSet, mixins.DestroyModelMixin):
         return Response(payload.data)
 
 
+@extend_schema_view(
+    create=extend_schema(
+        examples=[
+            OpenApiExample(
+                "A contact",
+                value={"phone": "+4915752982212", "name": "Anna", "tags": [1]},
+                request_only=True,
+            )
+        ]
+    ),
+    partial_update=extend_schema(
+        examples=[OpenApiExample("Opt out", value={"opted_out": True}, request_only=True)]
+    ),
+)
 class ContactViewSet(AccountViewSet, mixins.DestroyModelMixin):
     serializer_class = wire.ContactSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
@@ -410,6 +444,24 @@ class ContactViewSet(AccountViewSet, mixins.DestroyModelMixin):
         )
 
 
+@extend_schema_view(
+    create=extend_schema(
+        examples=[
+            OpenApiExample(
+                "Sale",
+                value={
+                    "title": "Sale",
+                    "device_id": 1,
+                    "sim": 0,
+                    "body": "30% off until Sunday",
+                    "tags": [1],
+                    "send_at": "2026-12-01T09:00:00Z",
+                },
+                request_only=True,
+            )
+        ]
+    )
+)
 class NewsletterViewSet(AccountViewSet):
     serializer_class = wire.NewsletterSerializer
 
@@ -475,6 +527,17 @@ class NewsletterViewSet(AccountViewSet):
         return self._change(pk, contacts.cancel_newsletter)
 
 
+@extend_schema_view(
+    create=extend_schema(
+        examples=[
+            OpenApiExample(
+                "Delivery statuses",
+                value={"kind": "status", "url": "https://example.com/sms-status"},
+                request_only=True,
+            )
+        ]
+    )
+)
 class WebhookViewSet(AccountViewSet, mixins.DestroyModelMixin):
     serializer_class = wire.WebhookEndpointSerializer
 
@@ -557,6 +620,7 @@ class TokenViewSet(AccountViewSet):
 
     @extend_schema(
         request=wire.TokenSerializer,
+        examples=[OpenApiExample("For the shop", value={"name": "shop"}, request_only=True)],
         responses={
             201: inline_serializer(
                 "TokenCreated", {"token": wire.TokenSerializer(), "secret": serializers.CharField()}
