@@ -134,8 +134,3 @@ def split_recipients(raw: str) -> list[str]:
     if parts and re.match(r"^ +[1-9]", parts[0]):
         return parts
     return [part.strip() for part in parts]
-
-
-def mask_phone(phone: str) -> str:
-    """For logs: enough to recognise a number, not enough to read it."""
-    return phone[:4] + "…" + phone[-2:] if len(phone) > 6 else "…"

@@ -106,10 +106,6 @@ LEGAL_SOURCES: dict[Status, frozenset[Status]] = {
 FINAL = frozenset(s for s in Status if not any(s in sources for sources in LEGAL_SOURCES.values()))
 
 
-def is_legal_move(source: Status | int, target: Status | int) -> bool:
-    return Status(source) in LEGAL_SOURCES[Status(target)]
-
-
 class Message(models.Model):
     """One SMS, outgoing or incoming (status INCOMING)."""
 

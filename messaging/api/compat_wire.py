@@ -8,7 +8,7 @@ wire names. Contract: ``shared/spec/smsgateway24-api.md`` (§1 conventions, §8 
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, time
+from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -221,7 +221,3 @@ def php_datetime(value: datetime | None, zone: ZoneInfo) -> dict[str, Any] | Non
 def human_datetime(value: datetime, zone: ZoneInfo) -> str:
     """The d.m.Y H:i:s form of getalldevices' *humanformat fields."""
     return f"{value.astimezone(zone):%d.%m.%Y %H:%M:%S}"
-
-
-def day_start(value: date, zone: ZoneInfo) -> datetime:
-    return datetime.combine(value, time.min, tzinfo=zone)
