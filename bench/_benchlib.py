@@ -8,15 +8,22 @@
   the checkout's ``var/``), no Redis, DEBUG off.
 - Small helpers: an account with its compatibility token, a device with SIM slots,
   percentiles, RSS readings, realistic distinct phone numbers.
+- ``Gunicorn`` (a private control socket, stopped by process group), ``HttpClient``
+  (keep-alive), ``CpuMeter`` (where the CPU went).
+- ``load_messages``: 1,000,000 + 200,000 realistic messages in one INSERT ... SELECT;
+  ``explain_statements``: EXPLAIN (ANALYZE, BUFFERS) with the scans on messaging_message;
+  ``OpenLoop``: an open-loop load at a fixed rate, latency counted from the due time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -484,3 +491,300 @@ class CpuMeter:
             f"load generator {own / wall:.2f}, server {procs / wall:.2f}, "
             f"PostgreSQL {postgres / wall:.2f}, other {rest / wall:.2f}"
         )
+
+
+# --- A large, realistic messaging_message, written by one INSERT ... SELECT -----------------
+
+# status code -> share of the rows (SMSGateway24 codes plus the gateway's own 20-22).
+STATUS_MIX = (
+    (7, 0.45),  # delivered
+    (6, 0.20),  # sent
+    (5, 0.08),  # incoming
+    (8, 0.05),  # not delivered
+    (1, 0.05),  # new
+    (9, 0.04),  # generic failure
+    (3, 0.03),  # queued
+    (10, 0.02),  # no service
+    (20, 0.02),  # cancelled
+    (22, 0.02),  # unknown
+    (2, 0.02),  # taken
+    (21, 0.02),  # expired
+)
+
+
+def status_case(column: str) -> str:
+    """SQL mapping a uniform random ``column`` in [0, 1) to a status drawn from STATUS_MIX."""
+    parts, edge = [], 0.0
+    for status, share in STATUS_MIX[:-1]:
+        edge += share
+        parts.append(f"WHEN {column} < {edge:.4f} THEN {status}")
+    return f"CASE {' '.join(parts)} ELSE {STATUS_MIX[-1][0]} END"
+
+
+def message_insert_sql(
+    account_a: Any,
+    account_b: Any,
+    devices_a: list[Any],
+    device_b: Any,
+    *,
+    rows_a: int,
+    rows_b: int,
+    overrides: dict[str, str] | None = None,
+) -> tuple[str, list[Any]]:
+    """The INSERT ... SELECT of ``load_messages`` and its parameters.
+
+    Rows g = 1..rows_a + rows_b: every (total // rows_b)-th is account B's (on device_b), the
+    others account A's over ``devices_a`` (2 devices) x 2 SIMs, 12 statuses (STATUS_MIX),
+    ~200,000 distinct phones, customer ids (40% none, 20% 0, 40% among 50,000), created over
+    the last 365 days in id order. ``overrides`` replaces a column's SQL expression; it may
+    use g, r1..r9 (uniform draws), status, phone and created.
+    """
+    from django.db import connection
+
+    from messaging.models import Message
+
+    total = rows_a + rows_b
+    every = total // rows_b  # every 6th id is account B's for 1,000,000 + 200,000
+    expressions = {
+        "account_id": f"CASE WHEN mod(g, {every}) = 0 THEN {account_b.pk} ELSE {account_a.pk} END",
+        "device_id": (
+            f"CASE WHEN mod(g, {every}) = 0 THEN {device_b.pk} "
+            f"WHEN r1 < 0.5 THEN {devices_a[0].pk} ELSE {devices_a[1].pk} END"
+        ),
+        "sim": "CASE WHEN r2 < 0.5 THEN 0 ELSE 1 END",
+        "phone": "phone",
+        "phone_raw": "phone",
+        "body": (
+            "CASE WHEN r3 < 0.5 THEN 'Your verification code is ' || (100000 + mod(g, 900000)) "
+            "|| '. It expires in 10 minutes.' "
+            "WHEN r3 < 0.9 THEN 'Hi, your order #' || g || ' has shipped. Track it: "
+            "https://ex.am/t/' || to_hex(g::bigint * 7919) "
+            "ELSE 'Grüße! Ihr Termin am ' || (1 + mod(g, 28)) || '.05. um 10:30 ist bestätigt.' END"
+        ),
+        "status": "status",
+        "send_at": "CASE WHEN r4 < 0.05 THEN created + interval '1 hour' ELSE created END",
+        "urgent": "r4 > 0.97",
+        "customer_id": (
+            "CASE WHEN r5 < 0.4 THEN NULL WHEN r5 < 0.6 THEN 0 "
+            "ELSE 1 + floor(r6 * 50000)::bigint END"
+        ),
+        "segments": "CASE WHEN r3 >= 0.9 THEN 2 ELSE 1 END",
+        "error_detail": "CASE WHEN status IN (8, 9, 10) THEN 'carrier error' ELSE '' END",
+        "created_at": "created",
+        "status_changed_at": "created + interval '20 seconds'",
+        "sent_at": "CASE WHEN status IN (6, 7, 8) THEN created + interval '5 seconds' END",
+        "delivered_at": "CASE WHEN status = 7 THEN created + interval '20 seconds' END",
+    }
+    expressions.update(overrides or {})
+    # Columns this function does not know (added by later migrations) get their model
+    # default when they cannot be NULL, so the load keeps working as the model grows.
+    params: list[Any] = []
+    for field in Message._meta.concrete_fields:
+        column = field.column or field.name
+        if column in expressions or field.primary_key or field.null:
+            continue
+        default = field.get_default()  # "" for a text field without one
+        if default is None:
+            raise SystemExit(f"messaging_message.{column}: NOT NULL without a default")
+        expressions[column] = "%s"
+        params.append(field.get_db_prep_save(default, connection))
+    columns = ", ".join(expressions)
+    values = ",\n        ".join(expressions.values())
+    # Built from the caller's constants only.
+    sql = f"""
+        INSERT INTO messaging_message ({columns})
+        SELECT {values}
+        FROM (
+            SELECT g, r1, r2, r3, r4, r5, r6, {status_case("r7")} AS status,
+                   '+49151' || (10000000 + floor(r8 * 200000)::int)::text AS phone,
+                   now() - interval '365 days'
+                     + (g::float8 / {total}) * interval '365 days'
+                     + r9 * interval '60 seconds' AS created
+            FROM (
+                SELECT g, random() AS r1, random() AS r2, random() AS r3, random() AS r4,
+                       random() AS r5, random() AS r6, random() AS r7, random() AS r8,
+                       random() AS r9
+                FROM generate_series(1, {total}) AS g
+            ) AS draws
+        ) AS s
+        ORDER BY g
+    """  # noqa: S608
+    return sql, params
+
+
+def load_messages(
+    account_a: Any,
+    account_b: Any,
+    devices_a: list[Any],
+    device_b: Any,
+    *,
+    rows_a: int,
+    rows_b: int,
+    overrides: dict[str, str] | None = None,
+) -> float:
+    """Insert rows_a + rows_b messages (see message_insert_sql, deterministic ``setseed``)
+    and VACUUM ANALYZE the table; returns the seconds taken."""
+    from django.db import connection
+
+    sql, params = message_insert_sql(
+        account_a,
+        account_b,
+        devices_a,
+        device_b,
+        rows_a=rows_a,
+        rows_b=rows_b,
+        overrides=overrides,
+    )
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setseed(%s)", [0.4242])
+        cursor.execute(sql, params)
+        cursor.execute("VACUUM ANALYZE messaging_message")
+    return time.perf_counter() - started
+
+
+# --- EXPLAIN of captured SQL ---------------------------------------------------------------
+
+SCAN = re.compile(
+    r"(Seq Scan|Index Only Scan|Index Scan|Bitmap Heap Scan)( Backward)?(?: using (\S+))? "
+    r"on messaging_message"
+)
+REMOVED = re.compile(r"Rows Removed by Filter: (\d+)")
+
+
+def explain_statements(statements: list[str]) -> tuple[list[str], bool, str]:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of each statement: (plan lines without the planning
+    lines, whether any plan has a Seq Scan on messaging_message, a one-line summary of the
+    scans on messaging_message with the rows each filtered out)."""
+    from django.db import connection
+
+    lines: list[str] = []
+    seq_scan = False
+    scans: list[str] = []
+    with connection.cursor() as cursor:
+        for sql in statements:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+            plan = [row[0] for row in cursor.fetchall()]
+            seq_scan |= any("Seq Scan on messaging_message" in line for line in plan)
+            lines += [line for line in plan if not line.strip().startswith("Planning")]
+            for index, line in enumerate(plan):
+                found = SCAN.search(line)
+                if not found:
+                    continue
+                name = (found.group(3) or "").removeprefix("messaging_message_")
+                scan = found.group(1).replace("Index Scan", "idx").replace("Seq Scan", "SEQ SCAN")
+                scan += (" bwd" if found.group(2) else "") + (f" {name}" if name else "")
+                for detail in plan[index + 1 : index + 6]:
+                    removed = REMOVED.search(detail)
+                    if removed:
+                        scan += f", {int(removed.group(1)):,} filtered out"
+                        break
+                scans.append(scan)
+    return lines, seq_scan, "; ".join(scans)
+
+
+# --- An open-loop load over keep-alive connections -----------------------------------------
+
+
+class OpenLoop:
+    """Open-loop load: request i is due at start + i / rate whatever happened before, and its
+    latency runs from that due time to the end of the answer, so waiting for a free
+    connection when the server falls behind is counted (no coordinated omission).
+
+    ``requests`` are (method, path, body, headers); ``ok(status, body)`` says whether an
+    answer counts as a success. Each of ``threads`` client threads has its own keep-alive
+    ``http.client`` connection and takes the next due request in turn. ``results[i]`` is
+    (due, sent, done, outcome) with outcome "ok" or what went wrong.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        requests: list[tuple[str, str, bytes, dict[str, str]]],
+        rate: float,
+        ok: Any,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        self.port = port
+        self.requests = requests
+        self.rate = rate
+        self.ok = ok
+        self.timeout = timeout
+        self.results: list[tuple[float, float, float, str] | None] = [None] * len(requests)
+        self._next = 0
+        self._lock = threading.Lock()
+        self.start = 0.0
+
+    def run(self, threads: int) -> None:
+        self.start = time.perf_counter() + 0.2
+        workers = [threading.Thread(target=self._worker, daemon=True) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    def _connect(self) -> Any:
+        import http.client
+
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+
+    def _worker(self) -> None:
+        import http.client
+
+        conn = self._connect()
+        try:
+            while True:
+                with self._lock:
+                    i = self._next
+                    self._next += 1
+                if i >= len(self.requests):
+                    return
+                method, path, body, headers = self.requests[i]
+                due = self.start + i / self.rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                sent = time.perf_counter()
+                try:
+                    conn.request(method, path, body, {**headers, "Connection": "keep-alive"})
+                    response = conn.getresponse()
+                    data = response.read()
+                    done = time.perf_counter()
+                    if self.ok(response.status, data):
+                        outcome = "ok"
+                    else:
+                        text = data[:120].decode(errors="replace")
+                        outcome = f"HTTP {response.status}: {text}"
+                    if response.will_close:
+                        conn.close()
+                        conn = self._connect()
+                except (OSError, http.client.HTTPException) as exc:
+                    done = time.perf_counter()
+                    outcome = f"{type(exc).__name__}: {exc}"
+                    conn.close()
+                    conn = self._connect()
+                self.results[i] = (due, sent, done, outcome)
+        finally:
+            conn.close()
+
+    def summary(self) -> dict[str, Any]:
+        """Latency (due -> answered), service (sent -> answered) and lateness (due -> sent)
+        in seconds, the achieved rate and the errors by kind."""
+        results = [r for r in self.results if r is not None]
+        errors: dict[str, int] = {}
+        for r in results:
+            if r[3] != "ok":
+                errors[r[3]] = errors.get(r[3], 0) + 1
+        elapsed = max(r[2] for r in results) - self.start if results else float("nan")
+        ok = sum(1 for r in results if r[3] == "ok")
+        return {
+            "latency": [done - due for due, _, done, _ in results],
+            "service": [done - sent for _, sent, done, _ in results],
+            "lateness": [sent - due for due, sent, _, _ in results],
+            "ok": ok,
+            "errors": errors,
+            "error_count": sum(errors.values()),
+            "elapsed": elapsed,
+            "rate": ok / elapsed if results else 0.0,
+        }

@@ -44,7 +44,6 @@ Bounded: 1.2 M rows (~30 s to load), 50 requests per filter for the real path an
 from __future__ import annotations
 
 import random
-import re
 import sys
 import time
 import types
@@ -65,109 +64,14 @@ BASELINE_DEEP_REQUESTS = 20
 TARGET_P95_MS = 50.0
 SEED = 20240531
 
-# status code -> share of the rows (SMSGateway24 codes plus the gateway's own 20-22).
-STATUS_MIX = (
-    (7, 0.45),  # delivered
-    (6, 0.20),  # sent
-    (5, 0.08),  # incoming
-    (8, 0.05),  # not delivered
-    (1, 0.05),  # new
-    (9, 0.04),  # generic failure
-    (3, 0.03),  # queued
-    (10, 0.02),  # no service
-    (20, 0.02),  # cancelled
-    (22, 0.02),  # unknown
-    (2, 0.02),  # taken
-    (21, 0.02),  # expired
-)
-RARE_STATUS = 21
-
-
-def _status_case(column: str) -> str:
-    parts, edge = [], 0.0
-    for status, share in STATUS_MIX[:-1]:
-        edge += share
-        parts.append(f"WHEN {column} < {edge:.4f} THEN {status}")
-    return f"CASE {' '.join(parts)} ELSE {STATUS_MIX[-1][0]} END"
+RARE_STATUS = 21  # expired, 2% of the rows (lib.STATUS_MIX)
 
 
 def load_rows(account_a: Any, account_b: Any, devices_a: list[Any], device_b: Any) -> float:
     """Insert ROWS_A + ROWS_B messages with one INSERT ... SELECT; returns seconds taken."""
-    from django.db import connection
-
-    from messaging.models import Message
-
-    total = ROWS_A + ROWS_B
-    every = total // ROWS_B  # every 6th id is account B's
-    expressions = {
-        "account_id": f"CASE WHEN mod(g, {every}) = 0 THEN {account_b.pk} ELSE {account_a.pk} END",
-        "device_id": (
-            f"CASE WHEN mod(g, {every}) = 0 THEN {device_b.pk} "
-            f"WHEN r1 < 0.5 THEN {devices_a[0].pk} ELSE {devices_a[1].pk} END"
-        ),
-        "sim": "CASE WHEN r2 < 0.5 THEN 0 ELSE 1 END",
-        "phone": "phone",
-        "phone_raw": "phone",
-        "body": (
-            "CASE WHEN r3 < 0.5 THEN 'Your verification code is ' || (100000 + mod(g, 900000)) "
-            "|| '. It expires in 10 minutes.' "
-            "WHEN r3 < 0.9 THEN 'Hi, your order #' || g || ' has shipped. Track it: "
-            "https://ex.am/t/' || to_hex(g::bigint * 7919) "
-            "ELSE 'Grüße! Ihr Termin am ' || (1 + mod(g, 28)) || '.05. um 10:30 ist bestätigt.' END"
-        ),
-        "status": "status",
-        "send_at": "CASE WHEN r4 < 0.05 THEN created + interval '1 hour' ELSE created END",
-        "urgent": "r4 > 0.97",
-        "customer_id": (
-            "CASE WHEN r5 < 0.4 THEN NULL WHEN r5 < 0.6 THEN 0 "
-            "ELSE 1 + floor(r6 * 50000)::bigint END"
-        ),
-        "segments": "CASE WHEN r3 >= 0.9 THEN 2 ELSE 1 END",
-        "error_detail": "CASE WHEN status IN (8, 9, 10) THEN 'carrier error' ELSE '' END",
-        "created_at": "created",
-        "status_changed_at": "created + interval '20 seconds'",
-        "sent_at": "CASE WHEN status IN (6, 7, 8) THEN created + interval '5 seconds' END",
-        "delivered_at": "CASE WHEN status = 7 THEN created + interval '20 seconds' END",
-    }
-    # Columns this script does not know (added by later migrations) get their model default
-    # when they cannot be NULL, so the load keeps working as the model grows.
-    params: list[Any] = []
-    for field in Message._meta.concrete_fields:
-        column = field.column or field.name
-        if column in expressions or field.primary_key or field.null:
-            continue
-        default = field.get_default()  # "" for a text field without one
-        if default is None:
-            raise SystemExit(f"messaging_message.{column}: NOT NULL without a default")
-        expressions[column] = "%s"
-        params.append(field.get_db_prep_save(default, connection))
-    columns = ", ".join(expressions)
-    values = ",\n        ".join(expressions.values())
-    # Built from this script's own constants only.
-    sql = f"""
-        INSERT INTO messaging_message ({columns})
-        SELECT {values}
-        FROM (
-            SELECT g, r1, r2, r3, r4, r5, r6, {_status_case("r7")} AS status,
-                   '+49151' || (10000000 + floor(r8 * 200000)::int)::text AS phone,
-                   now() - interval '365 days'
-                     + (g::float8 / {total}) * interval '365 days'
-                     + r9 * interval '60 seconds' AS created
-            FROM (
-                SELECT g, random() AS r1, random() AS r2, random() AS r3, random() AS r4,
-                       random() AS r5, random() AS r6, random() AS r7, random() AS r8,
-                       random() AS r9
-                FROM generate_series(1, {total}) AS g
-            ) AS draws
-        ) AS s
-        ORDER BY g
-    """  # noqa: S608
-    started = time.perf_counter()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT setseed(%s)", [0.4242])
-        cursor.execute(sql, params)
-        cursor.execute("VACUUM ANALYZE messaging_message")
-    return time.perf_counter() - started
+    return lib.load_messages(
+        account_a, account_b, devices_a, device_b, rows_a=ROWS_A, rows_b=ROWS_B
+    )
 
 
 # --- The naive baseline ------------------------------------------------------------------
@@ -373,13 +277,6 @@ def fetch(client: Any, url: str, params: dict) -> tuple[float, list[int]]:
     return elapsed, ids
 
 
-SCAN = re.compile(
-    r"(Seq Scan|Index Only Scan|Index Scan|Bitmap Heap Scan)( Backward)?(?: using (\S+))? "
-    r"on messaging_message"
-)
-REMOVED = re.compile(r"Rows Removed by Filter: (\d+)")
-
-
 def explain(client: Any, url: str, params: dict) -> tuple[list[str], bool, str]:
     """EXPLAIN ANALYZE of the SQL on messaging_message that one request issued."""
     from django.db import connection
@@ -388,29 +285,7 @@ def explain(client: Any, url: str, params: dict) -> tuple[list[str], bool, str]:
     with CaptureQueriesContext(connection) as captured:
         fetch(client, url, params)
     statements = [q["sql"] for q in captured.captured_queries if "messaging_message" in q["sql"]]
-    lines: list[str] = []
-    seq_scan = False
-    scans: list[str] = []
-    with connection.cursor() as cursor:
-        for sql in statements:
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
-            plan = [row[0] for row in cursor.fetchall()]
-            seq_scan |= any("Seq Scan on messaging_message" in line for line in plan)
-            lines += [line for line in plan if not line.strip().startswith("Planning")]
-            for index, line in enumerate(plan):
-                found = SCAN.search(line)
-                if not found:
-                    continue
-                name = (found.group(3) or "").removeprefix("messaging_message_")
-                scan = found.group(1).replace("Index Scan", "idx").replace("Seq Scan", "SEQ SCAN")
-                scan += (" bwd" if found.group(2) else "") + (f" {name}" if name else "")
-                for detail in plan[index + 1 : index + 6]:
-                    removed = REMOVED.search(detail)
-                    if removed:
-                        scan += f", {int(removed.group(1)):,} filtered out"
-                        break
-                scans.append(scan)
-    return lines, seq_scan, "; ".join(scans)
+    return lib.explain_statements(statements)
 
 
 def main() -> None:
