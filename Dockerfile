@@ -17,4 +17,4 @@ RUN pip install -c requirements.lock . \
 
 USER gateway
 EXPOSE 8000
-CMD ["gunicorn", "gateway.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--access-logfile", "-"]
+CMD ["gunicorn", "gateway.wsgi", "-c", "python:gateway.gunicorn_conf", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--access-logfile", "-"]

@@ -245,6 +245,8 @@ class Gunicorn:
         self.command = [
             str(Path(sys.executable).parent / "gunicorn"),
             "gateway.wsgi",
+            "-c",
+            "python:gateway.gunicorn_conf",
             "--workers",
             str(workers),
             "--threads",

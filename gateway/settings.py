@@ -8,6 +8,7 @@ message naming the variable, instead of being silently read as a default.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,12 @@ LOGGING = {
 
 # --- API ------------------------------------------------------------------------------------
 
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "6000/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_RATE_LIMIT):
+    raise ImproperlyConfigured(
+        f"API_RATE_LIMIT must look like 6000/min (per s, min, hour or day), got {API_RATE_LIMIT!r}"
+    )
+
 REST_FRAMEWORK = {
     # The REST API (/api/v1/). The device API sets its own classes.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -343,7 +350,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["messaging.api.v1.base.HasAccount"],
     "DEFAULT_THROTTLE_CLASSES": ["messaging.api.v1.base.TokenRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"api": env_str("API_RATE_LIMIT", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {"api": API_RATE_LIMIT},
     "EXCEPTION_HANDLER": "messaging.api.v1.base.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

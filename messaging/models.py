@@ -180,6 +180,13 @@ class Message(models.Model):
             models.Index(
                 fields=["account", "created_at", "id"], name="message_account_created_idx"
             ),
+            # A newsletter's messages, newest first (their rows sit together, deep in the id
+            # order, where walking the primary key would skip everything newer).
+            models.Index(
+                fields=["newsletter", "id"],
+                name="message_newsletter_idx",
+                condition=Q(newsletter__isnull=False),
+            ),
             # Queued messages by age, for the expiry sweep.
             models.Index(fields=["send_at"], name="message_pending_idx", condition=Q(status=1)),
             # Leases awaiting confirmation (re-poll, reaper) and confirmed ones awaiting an

@@ -30,6 +30,8 @@ def _check_command(words: list[str]) -> None:
     for module in re.findall(r"gunicorn ([\w.]+)", text):
         module_name, _, attr = module.partition(":")
         assert hasattr(importlib.import_module(module_name), attr or "application"), module
+    for config in re.findall(r"python:([\w.]+)", text):
+        importlib.import_module(config)
     for app in re.findall(r"celery -A ([\w.]+)", text):
         assert importlib.import_module(app).celery_app is not None
     for sub in re.findall(r"celery -A [\w.]+ (\w+)", text):

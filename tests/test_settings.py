@@ -70,6 +70,7 @@ def test_urls_configure_postgres_and_redis(tmp_path):
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL is not a valid database URL"),
         ({"DEFAULT_ACCOUNT_TIME_ZONE": "Mars/Olympus"}, "not an IANA zone"),
         ({"WORKER_HEARTBEAT_SECONDS": "0"}, "must be at least 1"),
+        ({"API_RATE_LIMIT": "lots"}, "API_RATE_LIMIT must look like"),
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it(tmp_path, env, message):

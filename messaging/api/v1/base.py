@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -69,29 +70,47 @@ def account_of(request: Request) -> Account:
     return account
 
 
-class TokenRateThrottle(throttling.SimpleRateThrottle):
-    """Requests per token (or per login for the browsable API), counted in the cache.
+class TokenRateThrottle(throttling.BaseThrottle):
+    """API_RATE_LIMIT requests per token (or login) in fixed windows of the rate's period.
 
-    A cache that is down (Redis stopped) lets requests through rather than failing them.
+    One atomic counter per window (INCR on Redis), so the cost is the same at any rate;
+    a cache that is down (Redis stopped) lets requests through rather than failing them.
     """
 
-    scope = "api"
+    def __init__(self) -> None:
+        from rest_framework.settings import api_settings
 
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        if isinstance(request.auth, ApiToken):
-            ident = f"token-{request.auth.pk}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user-{request.user.pk}"
-        else:
-            ident = self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+        rate = str(api_settings.DEFAULT_THROTTLE_RATES["api"])
+        count, _, period = rate.partition("/")
+        self.limit = int(count)
+        self.period = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[:1]]
+        self.retry_after = 0
 
     def allow_request(self, request: Request, view: Any) -> bool:
+        from django.core.cache import cache
+
+        if isinstance(request.auth, ApiToken):
+            who = f"token-{request.auth.pk}"
+        elif request.user and request.user.is_authenticated:
+            who = f"user-{request.user.pk}"
+        else:
+            who = f"ip-{self.get_ident(request)}"
+        now = time.time()
+        window = int(now // self.period)
+        key = f"ratelimit:{who}:{window}"
         try:
-            return super().allow_request(request, view)
+            cache.add(key, 0, timeout=2 * self.period)
+            used = cache.incr(key)
         except Exception as exc:  # the cache backend is unreachable
             log.warning("rate limit not applied, cache unavailable: %s", exc)
             return True
+        if used <= self.limit:
+            return True
+        self.retry_after = max(1, int((window + 1) * self.period - now))
+        return False
+
+    def wait(self) -> float:
+        return float(self.retry_after)
 
 
 class Conflict(exceptions.APIException):

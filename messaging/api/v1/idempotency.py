@@ -36,9 +36,6 @@ def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
         raise Unprocessable(f"Idempotency-Key is longer than {MAX_KEY_LENGTH} characters")
     account = account_of(request)
     fingerprint = _fingerprint(request)
-    IdempotencyKey.objects.filter(
-        account=account, key=key, created_at__lt=timezone.now() - KEEP
-    ).delete()
     try:
         with transaction.atomic():
             record = IdempotencyKey.objects.create(
@@ -46,6 +43,10 @@ def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
             )
     except IntegrityError:
         existing = IdempotencyKey.objects.get(account=account, key=key)
+        if existing.created_at < timezone.now() - KEEP:
+            # Past its 24 hours (not swept yet): the key starts afresh.
+            existing.delete()
+            return idempotent(request, handle)
         if existing.request_hash != fingerprint:
             raise Unprocessable(
                 "This Idempotency-Key was used with a different request; use a new key"
