@@ -57,15 +57,18 @@ def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
         replay["Idempotent-Replayed"] = "true"
         return replay
     try:
-        response = handle()
+        # The work and its recorded answer commit together: one commit, not two.
+        with transaction.atomic():
+            response = handle()
+            if response.status_code < 500:
+                IdempotencyKey.objects.filter(pk=record.pk).update(
+                    status_code=response.status_code,
+                    response=json.dumps(response.data, default=str),
+                )
     except Exception:
         # Nothing was done (a validation error, say): the key may be used again.
         record.delete()
         raise
     if response.status_code >= 500:
         record.delete()
-    else:
-        IdempotencyKey.objects.filter(pk=record.pk).update(
-            status_code=response.status_code, response=json.dumps(response.data, default=str)
-        )
     return response
