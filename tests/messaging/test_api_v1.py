@@ -394,6 +394,21 @@ def test_newsletters_lifecycle(setup):
     assert api.post(f"newsletters/{nid}/resume").json()["state"] == "scheduled"
     assert api.post(f"newsletters/{nid}/cancel").json()["state"] == "cancelled"
     is_problem(api.post(f"newsletters/{nid}/start"), 422)
+    is_problem(api.patch(f"newsletters/{nid}", {"title": "too late"}), 422)
+    assert api.delete(f"newsletters/{nid}").status_code == 204
+    draft = api.post(
+        "newsletters",
+        {
+            "title": "Draft",
+            "device_id": device.pk,
+            "body": "b",
+            "tags": [tag.pk],
+            "send_at": "2031-01-01T10:00:00Z",
+        },
+    ).json()
+    changed = api.patch(f"newsletters/{draft['id']}", {"title": "Final", "body": "new text"}).json()
+    assert (changed["title"], changed["body"]) == ("Final", "new text")
+    is_problem(api.patch(f"newsletters/{draft['id']}", {"body": ""}), 400)
     is_problem(
         api.post("newsletters", {"title": "x", "device_id": device.pk, "body": "b", "tags": []}),
         400,

@@ -498,6 +498,53 @@ class NewsletterViewSet(AccountViewSet):
             raise serializers.ValidationError({"body": str(exc)}) from None
         return Response(wire.NewsletterSerializer(newsletter).data, status=status.HTTP_201_CREATED)
 
+    def partial_update(self, request: Request, pk: str) -> Response:
+        """Change what a newsletter sends and when: only while it is still scheduled."""
+        newsletter = self.get_object()
+        if newsletter.state != Newsletter.State.SCHEDULED:
+            raise Unprocessable("Only a scheduled newsletter can be changed")
+        payload = wire.NewsletterSerializer(
+            newsletter, data=request.data, partial=True, context=self.get_serializer_context()
+        )
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        if "device_id" in data:
+            try:
+                devices.get_device(self.account(), data["device_id"])
+            except devices.DeviceNotFound:
+                raise serializers.ValidationError({"device_id": "no such device"}) from None
+        if "body" in data:
+            try:
+                messaging.check_body(data["body"])
+            except messaging.InvalidMessage as exc:
+                raise serializers.ValidationError({"body": str(exc)}) from None
+        updated = Newsletter.objects.filter(
+            pk=newsletter.pk, state=Newsletter.State.SCHEDULED
+        ).update(
+            **{
+                k: v
+                for k, v in data.items()
+                if k in ("title", "device_id", "sim", "body", "send_at")
+            }
+        )
+        if not updated:
+            raise Unprocessable("Only a scheduled newsletter can be changed")
+        if "tags" in data:
+            newsletter.tags.set(data["tags"])
+        return Response(wire.NewsletterSerializer(Newsletter.objects.get(pk=newsletter.pk)).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        """Delete a newsletter that was never sent; one that was is cancelled instead."""
+        newsletter = self.get_object()
+        if newsletter.fanned_out_at is None and newsletter.state in (
+            Newsletter.State.SCHEDULED,
+            Newsletter.State.PAUSED,
+            Newsletter.State.CANCELLED,
+        ):
+            newsletter.delete()
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        raise Unprocessable("This newsletter was sent; cancel it instead of deleting it")
+
     def _change(self, pk: str, change: Any) -> Response:
         newsletter = self.get_object()
         try:
