@@ -4,7 +4,8 @@ What it measures: the latency of single ``POST /getdata/addsms`` calls (urlencod
 ``token, sendto, body, device_id``, a distinct realistic number each) while 200 requests/s
 are offered for 20 s (4,000 requests) to the production shape of the web process:
 
-    .venv/bin/gunicorn gateway.wsgi --workers 2 --threads 4 --bind 127.0.0.1:<free port>
+    .venv/bin/gunicorn gateway.wsgi -c python:gateway.gunicorn_conf --workers 2 --threads 4 \
+        --bind 127.0.0.1:<free port>
 
 (plus ``--control-socket`` inside a temporary folder, so it touches nothing in $HOME), with
 DATABASE_URL on the bench database, a 50-character SECRET_KEY and ALLOWED_HOSTS=127.0.0.1.
@@ -37,8 +38,6 @@ import http.client
 import itertools
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -56,80 +55,6 @@ THREADS = 32
 TIMEOUT = 10  # seconds per request
 TARGET_P99_MS = 30.0
 PATH = "/getdata/addsms"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gunicorn:
-    """The gunicorn under test, in its own process group; stop() ends that group only."""
-
-    def __init__(self, env: dict[str, str], port: int, folder: str) -> None:
-        self.port = port
-        self.log_path = Path(folder) / "gunicorn.log"
-        command = [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "gateway.wsgi",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--control-socket",
-            str(Path(folder) / "gunicorn.ctl"),
-        ]
-        self.command = command
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            command,
-            cwd=lib.ROOT,
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: Ctrl-C is ours to handle
-        )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"gunicorn exited with {self.process.returncode}:\n{self.tail()}"
-                )
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-                conn.close()
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn not ready after {timeout:.0f} s:\n{self.tail()}")
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)  # the group we started, by its id
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        self.log.close()
-        print(f"[cleanup] gunicorn (pid {self.process.pid}) stopped")
 
 
 class Load:
@@ -235,9 +160,9 @@ def main() -> None:
         warm_bodies = form_bodies(token, device.pk, phones[:warm_count])
         bodies = form_bodies(token, device.pk, phones[warm_count:])
 
-        port = free_port()
         server_env = {**env, "ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "INFO"}
-        server = Gunicorn(server_env, port, env["GATEWAY_VAR_DIR"])
+        server = lib.Gunicorn(server_env, env["GATEWAY_VAR_DIR"])
+        port = server.port
         try:
             server.wait_ready()
             print(f"[setup] {' '.join(server.command[:8])} (pid {server.process.pid})")
