@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import itertools
 import os
 import random
@@ -1078,6 +1079,11 @@ def scale_measure(
     )
     for _, token in probes_idle:  # warm-up, not timed
         post(POLL, {"wait": 0}, token)
+    # As in the server (gateway/gunicorn_conf.py): what is loaded so far, here including the
+    # bulk load of the big database, is frozen out of the collector, so a full collection
+    # over it does not land in one phase's timings and not the other's.
+    gc.collect()
+    gc.freeze()
     idle_statements: dict[str, list[float]] = {}
     claim_statements: dict[str, list[float]] = {}
     samples: dict[str, str] = {}
