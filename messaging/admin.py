@@ -181,46 +181,54 @@ class MessageAdmin(AccountScopedAdmin):
     def _account(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
         return account_of(request) or queryset.first().account  # type: ignore[union-attr]
 
+    def _by_account(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> list[tuple[Any, list[int]]]:
+        """The selected ids grouped by account: a superuser may select several accounts'
+        messages, and every service call is scoped to one account."""
+        from gateway.models import Account
+
+        rows = list(queryset.values_list("account_id", "id"))
+        accounts = Account.objects.in_bulk({account_id for account_id, _ in rows})
+        return [
+            (account, [i for a, i in rows if a == account_id])
+            for account_id, account in accounts.items()
+        ]
+
     @admin.action(description="Cancel (if no phone sent them yet)")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        if not queryset.exists():
-            return
-        result = services.cancel(
-            self._account(request, queryset), queryset.values_list("id", flat=True)
-        )
-        self.message_user(
-            request, f"{len(result.moved)} cancelled, {len(result.rejected)} could not be."
-        )
+        moved = rejected = 0
+        for account, ids in self._by_account(request, queryset):
+            result = services.cancel(account, ids)
+            moved, rejected = moved + len(result.moved), rejected + len(result.rejected)
+        self.message_user(request, f"{moved} cancelled, {rejected} could not be.")
 
     @admin.action(description="Resend (as new messages)")
     def resend(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        if not queryset.exists():
-            return
-        try:
-            ids = services.resend(
-                self._account(request, queryset), queryset.values_list("id", flat=True)
-            )
-        except services.InvalidBatch as exc:
-            self.message_user(request, f"Nothing resent: {exc}", messages.ERROR)
-            return
-        self.message_user(request, f"{len(ids)} new messages queued.")
+        created = 0
+        for account, ids in self._by_account(request, queryset):
+            try:
+                created += len(services.resend(account, ids))
+            except services.InvalidBatch as exc:
+                self.message_user(request, f"Some not resent: {exc}", messages.ERROR)
+        self.message_user(request, f"{created} new messages queued.")
 
     @admin.action(description="Mark as failed (9)")
     def mark_failed(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        if not queryset.exists():
-            return
-        result = services.mark_failed(
-            self._account(request, queryset),
-            queryset.values_list("id", flat=True),
-            "marked failed by operator",
-        )
-        self.message_user(
-            request, f"{len(result.moved)} marked failed, {len(result.rejected)} could not be."
-        )
+        moved = rejected = 0
+        for account, ids in self._by_account(request, queryset):
+            result = services.mark_failed(account, ids, "marked failed by operator")
+            moved, rejected = moved + len(result.moved), rejected + len(result.rejected)
+        self.message_user(request, f"{moved} marked failed, {rejected} could not be.")
 
     @admin.action(description="Move to another device or SIM")
     def move(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         if not queryset.exists():
+            return None
+        if queryset.values("account_id").distinct().count() > 1:
+            self.message_user(
+                request, "Select messages of one account to move them.", messages.ERROR
+            )
             return None
         account = self._account(request, queryset)
         devices = Device.objects.filter(account=account)

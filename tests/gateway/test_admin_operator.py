@@ -165,3 +165,17 @@ def test_large_lists_use_the_planner_estimate_on_postgres(operator, db_is_postgr
     )
     paginator = EstimatedCountPaginator(Message.objects.all(), 10)
     assert paginator.count == 20  # small results are counted exactly
+
+
+def test_a_superuser_acts_on_several_accounts_messages_at_once(make_user, paired):
+    root = make_user("root@example.com", "pw-long-enough", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(root)
+    ids = []
+    for _ in range(2):
+        device, _ = paired()
+        ids += messaging.submit(device.account, [messaging.OutgoingSms(device.pk, "1234", "x")])
+    _action(client, "messaging_message", "cancel", ids)
+    assert set(Message.objects.filter(id__in=ids).values_list("status", flat=True)) == {
+        Status.CANCELLED
+    }
