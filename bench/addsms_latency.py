@@ -34,13 +34,9 @@ Bounded: ~30 s in all. gunicorn is stopped at the end, on Ctrl-C and on errors.
 
 from __future__ import annotations
 
-import http.client
-import itertools
 import os
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -57,68 +53,21 @@ TARGET_P99_MS = 30.0
 PATH = "/getdata/addsms"
 
 
-class Load:
-    """Open-loop load: request i is due at start + i / rate; latency counts from then."""
+FORM = {"Content-Type": "application/x-www-form-urlencoded", "Connection": "keep-alive"}
 
-    def __init__(self, port: int, bodies: list[bytes], rate: float) -> None:
-        self.port = port
-        self.bodies = bodies
-        self.rate = rate
-        self.results: list[tuple[float, float, float, str] | None] = [None] * len(bodies)
-        self._next = itertools.count()
-        self._lock = threading.Lock()
-        self.start = 0.0
 
-    def run(self, threads: int) -> None:
-        self.start = time.perf_counter() + 0.2
-        workers = [threading.Thread(target=self._worker, daemon=True) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+def answered_ok(status: int, body: bytes) -> bool:
+    return status == 200 and body.startswith(b'{"error":0')
 
-    def _connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
 
-    def _worker(self) -> None:
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Connection": "keep-alive",
-        }
-        conn = self._connect()
-        try:
-            while True:
-                with self._lock:
-                    i = next(self._next)
-                if i >= len(self.bodies):
-                    return
-                due = self.start + i / self.rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                sent = time.perf_counter()
-                try:
-                    conn.request("POST", PATH, self.bodies[i], headers)
-                    response = conn.getresponse()
-                    data = response.read()
-                    done = time.perf_counter()
-                    if response.status != 200:
-                        outcome = f"HTTP {response.status}"
-                    elif not data.startswith(b'{"error":0'):
-                        outcome = "error answer: " + data[:120].decode(errors="replace")
-                    else:
-                        outcome = "ok"
-                    if response.will_close:
-                        conn.close()
-                        conn = self._connect()
-                except (OSError, http.client.HTTPException) as exc:
-                    done = time.perf_counter()
-                    outcome = f"{type(exc).__name__}: {exc}"
-                    conn.close()
-                    conn = self._connect()
-                self.results[i] = (due, sent, done, outcome)
-        finally:
-            conn.close()
+def load(port: int, bodies: list[bytes]) -> lib.OpenLoop:
+    return lib.OpenLoop(
+        port,
+        [("POST", "/getdata/addsms", body, FORM) for body in bodies],
+        RATE,
+        answered_ok,
+        timeout=TIMEOUT,
+    )
 
 
 def form_bodies(token: str, device_id: int, phones: list[str]) -> list[bytes]:
@@ -172,23 +121,23 @@ def main() -> None:
             )
 
             lib.rule(f"warm-up: {RATE} req/s for {WARMUP} s (not recorded)")
-            warm = Load(port, warm_bodies, RATE)
+            warm = load(port, warm_bodies)
             warm.run(THREADS)
             warm_ok = sum(1 for r in warm.results if r and r[3] == "ok")
             print(f"  {warm_ok}/{warm_count} ok")
 
             lib.rule(f"open loop: {RATE} req/s offered for {DURATION} s ({count:,} requests)")
-            load = Load(port, bodies, RATE)
-            load.run(THREADS)
+            measured = load(port, bodies)
+            measured.run(THREADS)
         finally:
             server.stop()
-        results = [r for r in load.results if r is not None]
+        results = [r for r in measured.results if r is not None]
         ok = [r for r in results if r[3] == "ok"]
         errors = [r for r in results if r[3] != "ok"]
         latency = [done - due for due, _, done, _ in results]
         service = [done - sent for _, sent, done, _ in results]
         lateness = [sent - due for due, sent, _, _ in results]
-        elapsed = max(r[2] for r in results) - load.start
+        elapsed = max(r[2] for r in results) - measured.start
         with psycopg.connect(lib.bench_database_url(), autocommit=True) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM messaging_message WHERE account_id = %s", (account.pk,)
