@@ -155,7 +155,10 @@ def move(
             scoped = scoped.filter(where)
         # Locked in id order, so two concurrent moves of overlapping sets cannot deadlock.
         locked = scoped.select_for_update().order_by("id")
-        rows = {r[0]: r for r in locked.values_list("id", "status", "newsletter_id")}
+        rows = {
+            r[0]: r
+            for r in locked.values_list("id", "status", "newsletter_id", "account_id", "device_id")
+        }
         current = {message_id: row[1] for message_id, row in rows.items()}
         by_source: dict[int, list[int]] = defaultdict(list)
         for message_id in ids:
@@ -195,7 +198,9 @@ def move(
             )
         MessageStatusChange.objects.bulk_create(history)
         # Outbox rows in this same transaction: an event exists exactly when its move does.
-        webhooks.status_changed([h.message_id for h in history], target)
+        webhooks.status_changed(
+            [(h.message_id, rows[h.message_id][3], rows[h.message_id][4]) for h in history], target
+        )
         _count_for_newsletters(
             [(rows[h.message_id][2], Status(h.from_status)) for h in history], target
         )

@@ -140,20 +140,23 @@ def _zones(account_ids: Iterable[int]) -> dict[int, ZoneInfo]:
     }
 
 
-def status_changed(message_ids: list[int], target: Status) -> None:
+def status_changed(moved: list[tuple[int, int, int | None]], target: Status) -> None:
     """Outbox events for messages that just moved to ``target`` (spec §5.1 payload).
 
-    Called by messaging.services.move inside its transaction. One query when nobody
-    listens.
+    ``moved`` is (message, account, device) as move() already read them. Called by
+    messaging.services.move inside its transaction: one query (the endpoints) when nobody
+    listens, which is the usual case on the poll and report paths.
     """
+    if not moved:
+        return
+    endpoints = _endpoints("status", ((account, device) for _, account, device in moved))
+    if not any(endpoints.values()):
+        return
     rows = list(
-        Message.objects.filter(id__in=message_ids).values(
+        Message.objects.filter(id__in=[message_id for message_id, _, _ in moved]).values(
             "id", "account_id", "device_id", "phone", "sent_at", "sim"
         )
     )
-    endpoints = _endpoints("status", ((r["account_id"], r["device_id"]) for r in rows))
-    if not any(endpoints.values()):
-        return
     zones = _zones(r["account_id"] for r in rows)
     events = []
     for row in rows:
