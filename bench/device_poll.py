@@ -179,9 +179,12 @@ def gunicorn(env: dict[str, str], threads: int, **extra_env: str) -> Iterator[li
         server.stop()
 
 
-def deliver(client: lib.HttpClient, token: str, ids: list[int]) -> tuple[list[int], int]:
-    """Confirm ``ids``, then report each confirmed one sent and delivered (one call)."""
-    status, answer = client.post_json(CONFIRM, {"ids": ids}, token)
+def deliver(
+    client: lib.HttpClient, token: str, ids: list[int], lease: str
+) -> tuple[list[int], int]:
+    """Confirm ``ids`` under the poll's lease, then report each confirmed one sent and
+    delivered (one call)."""
+    status, answer = client.post_json(CONFIRM, {"ids": ids, "lease": lease}, token)
     if status != 200:
         raise RuntimeError(f"confirm: HTTP {status} {answer}")
     confirmed = answer["confirmed"]
@@ -278,10 +281,11 @@ class FleetLoad:
                     done = time.perf_counter()
                     ok = status == 200
                     ids = [m["id"] for m in answer.get("messages", [])] if ok else []
+                    lease = answer.get("lease") if ok else None
                     if not ok:
                         self.errors.append(f"poll HTTP {status}: {str(answer)[:100]}")
                 except Exception as exc:
-                    done, ok, ids = time.perf_counter(), False, []
+                    done, ok, ids, lease = time.perf_counter(), False, [], None
                     self.errors.append(f"poll {type(exc).__name__}: {exc}")
                 with self.lock:
                     self.samples.append(PollSample(due, sent, done, len(ids), round_, ok))
@@ -291,7 +295,7 @@ class FleetLoad:
                     continue
                 try:
                     t0 = time.perf_counter()
-                    status, answer = client.post_json(CONFIRM, {"ids": ids}, token)
+                    status, answer = client.post_json(CONFIRM, {"ids": ids, "lease": lease}, token)
                     t1 = time.perf_counter()
                     confirmed = answer.get("confirmed", []) if status == 200 else []
                     applied = 0
@@ -543,7 +547,10 @@ def section_empty_poll(env: dict[str, str], account: Any) -> None:
         rows.append(("1 poll handing out 10 messages", 1, delta_take))
         _, answer = client.post_json(POLL, {"wait": 0}, token)
         ids = [m["id"] for m in answer["messages"]]
-        delta_confirm, _ = measured(lambda: client.post_json(CONFIRM, {"ids": ids}, token))
+        lease = answer["lease"]
+        delta_confirm, _ = measured(
+            lambda: client.post_json(CONFIRM, {"ids": ids, "lease": lease}, token)
+        )
         rows.append(("its confirm (10 ids)", 1, delta_confirm))
         reports = [{"id": i, "status": "sent"} for i in ids]
         reports += [{"id": i, "status": "delivered"} for i in ids]
@@ -669,7 +676,9 @@ def claim_loop(port: int, devices: list[tuple[int, str]], limit: float) -> Claim
                 ids = [m["id"] for m in answer["messages"]]
                 if not ids:
                     break  # this phone's queue is empty
-                status, answer = client.post_json(CONFIRM, {"ids": ids}, token)
+                status, answer = client.post_json(
+                    CONFIRM, {"ids": ids, "lease": answer["lease"]}, token
+                )
                 t2 = time.perf_counter()
                 confirmed = answer["confirmed"]
                 reports = [{"id": i, "status": "sent", "parts": 1} for i in confirmed]
@@ -1434,7 +1443,7 @@ class LongPollFleet:
                     for message_id in ids:
                         self.arrivals.setdefault(message_id, done)
                 if ids:
-                    deliver(client, token, ids)
+                    deliver(client, token, ids, answer["lease"])
                 elif done - sent < 20:
                     # Answered at once: long-poll capacity in use. Poll again after a pause
                     # (re-polling at once would spin).

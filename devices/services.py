@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
@@ -329,6 +331,8 @@ class PollResult:
     messages: list[Lease]
     cancelled: list[int]
     next_poll_seconds: int
+    # The identity of this poll's lease on ``messages``; confirm must present it.
+    lease_id: uuid.UUID | None = None
 
 
 def _lease_of(row: dict[str, Any]) -> Lease:
@@ -479,6 +483,9 @@ def poll(
     if any(row["lease_expires_at"] < now for row in leases):
         return_expired_leases(device)
         leases = _open_leases(device, sims)
+    lease_id = uuid.uuid4()
+    if leases:
+        leases = _take_over_leases(device, leases, lease_id)
     cancelled = _cancellations(device, now)
     room = device.batch_size - len(leases)
     horizon = now + timedelta(seconds=device.delay_between_requests + 30)
@@ -519,6 +526,7 @@ def poll(
                 device=device,
                 only_from=[Status.NEW],
                 per_message=claimed,
+                extra={"lease_id": lease_id},
                 source=f"poll by device {device.pk}",
             ).moved
         if moved:
@@ -528,7 +536,33 @@ def poll(
         messages=[_lease_of(row) for row in leases],
         cancelled=cancelled,
         next_poll_seconds=device.delay_between_requests,
+        lease_id=lease_id if leases else None,
     )
+
+
+def _take_over_leases(
+    device: Device, leases: list[dict[str, Any]], lease_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """Give the device's open (unconfirmed) leases to this poll; the rows it really got.
+
+    A re-poll after a lost answer must get the same messages again, so it takes over their
+    lease, and the earlier poll's lease id stops being accepted by confirm. Of two processes
+    polling with one device token, only the one that polled last can confirm, so no message
+    is ever confirmed to both. A lease confirmed meanwhile is not taken over (and not
+    returned). Compare-and-set on "still leased, unconfirmed".
+    """
+    from messaging.models import Message, Status
+
+    ids = [row["id"] for row in leases]
+    Message.objects.filter(
+        id__in=ids, device=device, status=Status.TAKEN, confirmed_at__isnull=True
+    ).update(lease_id=lease_id)
+    taken = set(
+        Message.objects.filter(
+            id__in=ids, lease_id=lease_id, confirmed_at__isnull=True
+        ).values_list("id", flat=True)
+    )
+    return [row for row in leases if row["id"] in taken]
 
 
 def next_due_in(device: Device, sims: list[int], now: datetime) -> float | None:
@@ -548,23 +582,32 @@ def next_due_in(device: Device, sims: list[int], now: datetime) -> float | None:
 class ConfirmResult:
     confirmed: list[int]
     refused: list[int]
+    # Among the refused: still leased to this device, but under another poll's lease (a
+    # later poll with the same device token took it over). Not this poller's to send.
+    superseded: list[int] = dataclass_field(default_factory=list)
 
 
-def confirm(device: Device, message_ids: list[int]) -> ConfirmResult:
+def confirm(device: Device, message_ids: list[int], lease_id: uuid.UUID | str) -> ConfirmResult:
     """The phone has the messages and will send them: they are never handed out again.
 
-    Confirms this device's live, unconfirmed leases; confirming again changes nothing and
-    answers confirmed. A lease that expired, a cancelled message or another device's is
-    refused, and the phone must not send it. Each confirmed message owes an outcome by its
-    not-before time plus DEVICE_OUTCOME_SECONDS, else it ends UNKNOWN (never re-sent).
+    Confirms this device's live, unconfirmed leases held by the poll that answered with
+    ``lease_id``; confirming again with the same lease id changes nothing and answers
+    confirmed. A lease that expired, a cancelled message, another device's, or one whose
+    lease another poll holds (or confirmed) is refused, and the phone must not send it.
+    Each confirmed message owes an outcome by its not-before time plus
+    DEVICE_OUTCOME_SECONDS, else it ends UNKNOWN (never re-sent).
     """
     from messaging.models import Message, Status
 
     now = timezone.now()
     ids = sorted({int(i) for i in message_ids})
+    try:
+        lease = lease_id if isinstance(lease_id, uuid.UUID) else uuid.UUID(str(lease_id))
+    except ValueError:
+        return ConfirmResult(confirmed=[], refused=ids)
     mine = Message.objects.filter(id__in=ids, device=device, status=Status.TAKEN)
-    # One compare-and-set UPDATE: only live, unconfirmed leases of this device change.
-    mine.filter(confirmed_at__isnull=True, lease_expires_at__gte=now).update(
+    # One compare-and-set UPDATE: only live, unconfirmed leases of this poll change.
+    mine.filter(lease_id=lease, confirmed_at__isnull=True, lease_expires_at__gte=now).update(
         confirmed_at=now,
         outcome_deadline_at=ExpressionWrapper(
             Greatest(Coalesce(F("not_before_at"), Value(now)), Value(now))
@@ -572,9 +615,17 @@ def confirm(device: Device, message_ids: list[int]) -> ConfirmResult:
             output_field=DateTimeField(),
         ),
     )
-    confirmed = set(mine.filter(confirmed_at__isnull=False).values_list("id", flat=True))
+    confirmed, superseded = [], []
+    for message_id, holder, confirmed_at in mine.order_by("id").values_list(
+        "id", "lease_id", "confirmed_at"
+    ):
+        if holder != lease:
+            superseded.append(message_id)
+        elif confirmed_at is not None:
+            confirmed.append(message_id)
+    done = set(confirmed)
     return ConfirmResult(
-        confirmed=sorted(confirmed), refused=[i for i in ids if i not in confirmed]
+        confirmed=confirmed, refused=[i for i in ids if i not in done], superseded=superseded
     )
 
 
@@ -650,14 +701,14 @@ def report(device: Device, reports: list[Report]) -> list[ReportResult]:
             source=f"device {device.pk}",
         )
         applied, unchanged = set(moved.moved), set(moved.unchanged)
-        results += [
-            "applied"
-            if i.message_id in applied
-            else "unchanged"
-            if i.message_id in unchanged
-            else "refused"
-            for i in items
-        ]
+        for item in items:
+            if item.message_id in applied:
+                results.append("applied")
+                # The same report again in this group found it done: the move happened once.
+                applied.discard(item.message_id)
+                unchanged.add(item.message_id)
+            else:
+                results.append("unchanged" if item.message_id in unchanged else "refused")
     statuses = dict(
         Message.objects.filter(id__in=[r.message_id for r in reports], device=device).values_list(
             "id", "status"

@@ -137,10 +137,13 @@ class Message(models.Model):
     )
     segments = models.PositiveSmallIntegerField(default=1)
     error_detail = models.CharField(max_length=500, blank=True)
-    # The hand-off to the phone (devices.services): a poll leases the message until
-    # lease_expires_at; the phone confirms receipt (confirmed_at) and then owes an outcome
+    # The hand-off to the phone (devices.services): a poll leases the message (lease_id)
+    # until lease_expires_at; the phone confirms receipt (confirmed_at) and then owes an outcome
     # by outcome_deadline_at. not_before_at is the paced earliest send time.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Which poll holds the lease: a confirm must present it, so of two processes polling
+    # with one device token only the holder of the latest lease can be told to send.
+    lease_id = models.UUIDField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     not_before_at = models.DateTimeField(null=True, blank=True)
     outcome_deadline_at = models.DateTimeField(null=True, blank=True)

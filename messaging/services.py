@@ -60,6 +60,7 @@ def _fields_for(target: Status, now: datetime, detail: str) -> dict[str, Any]:
     if target == Status.NEW:
         # Back in the queue: the next poll leases and paces it afresh.
         fields["lease_expires_at"] = None
+        fields["lease_id"] = None
         fields["not_before_at"] = None
     elif target == Status.SENT:
         fields["sent_at"] = Coalesce(F("sent_at"), now)

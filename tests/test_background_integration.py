@@ -248,7 +248,9 @@ def test_a_newsletter_end_to_end_to_a_signed_webhook(live_server, tmp_path, make
             40,
             "fan-out by beat",
         )
-        sms_agent.main(["--state", str(state), "run", "--wait", "0", "--loops", "1"])
+        sms_agent.main(
+            ["--state", str(state), "run", "--sender", "simulated", "--wait", "0", "--loops", "1"]
+        )
 
         def delivered_hooks() -> bool:
             statuses = Counter(p["status_id"] for p in receiver.verified(endpoint.secret))

@@ -394,6 +394,8 @@ class Agent:
         self.wait = wait
         self.slots = slots
         self.chaos = chaos or {}
+        # "1.0.0+termux", "1.0.0+simulated": the operator sees how this device sends.
+        self.app_version = f"{AGENT_VERSION}+{sender.name}"
         self.poll_interval = 10
         self.delay_between_sms = 0
         self.last_send_by_sim: dict[int, float] = {}
@@ -433,7 +435,7 @@ class Agent:
     def cycle(self) -> bool:
         """One poll and everything it brings; True when there was work."""
         self.confirm_offered()
-        payload: dict[str, Any] = {"wait": self.wait, "app_version": AGENT_VERSION}
+        payload: dict[str, Any] = {"wait": self.wait, "app_version": self.app_version}
         if self.slots is not None:
             payload["slots"] = self.slots
         answer = self.api.call("poll", payload, timeout=self.wait + 15)
@@ -446,9 +448,13 @@ class Agent:
             entry = self.journal.entries.get(message_id)
             if entry and entry.get("state") == "confirmed":
                 self.journal.record(message_id, state="cancelled")
+        lease = answer.get("lease")
         for message in answer.get("messages", []):
-            if not self.journal.knows(message["id"]):
-                self.journal.record(message["id"], state="offered", message=message)
+            entry = self.journal.entries.get(message["id"], {})
+            if not self.journal.knows(message["id"]) or entry.get("state") == "offered":
+                # A re-poll hands out what we had not confirmed under a new lease: only the
+                # latest lease can be confirmed.
+                self.journal.record(message["id"], state="offered", message=message, lease=lease)
         if self._chaos("crash_before_confirm"):
             log.info("chaos: crashing before confirming")
             os._exit(17)
@@ -462,17 +468,29 @@ class Agent:
         """Confirm what was offered. Retried after a lost answer (and after a restart): the
         server answers "confirmed" again for what it already confirmed, so nothing the
         server considers ours is ever left unsent."""
-        offered = self.journal.in_state("offered")
-        if not offered:
-            return
-        answer = self.api.call("confirm", {"ids": [e["id"] for e in offered]})
-        if self._chaos("crash_after_confirm"):
-            os._exit(18)
-        confirmed = set(answer["confirmed"])
-        for entry in offered:
-            self.journal.record(
-                entry["id"], state="confirmed" if entry["id"] in confirmed else "refused"
-            )
+        by_lease: dict[str, list[dict[str, Any]]] = {}
+        for entry in self.journal.in_state("offered"):
+            by_lease.setdefault(entry.get("lease") or "", []).append(entry)
+        for lease, offered in by_lease.items():
+            if not lease:
+                # Offered before this agent knew of leases: the next poll offers them again.
+                for entry in offered:
+                    self.journal.record(entry["id"], state="refused")
+                continue
+            answer = self.api.call("confirm", {"ids": [e["id"] for e in offered], "lease": lease})
+            if self._chaos("crash_after_confirm"):
+                os._exit(18)
+            confirmed = set(answer["confirmed"])
+            if answer.get("superseded"):
+                log.warning(
+                    "%d message(s) were taken over by a later poll with this device's token: "
+                    "is another agent running with the same state? Not sending them.",
+                    len(answer["superseded"]),
+                )
+            for entry in offered:
+                self.journal.record(
+                    entry["id"], state="confirmed" if entry["id"] in confirmed else "refused"
+                )
 
     def send_confirmed(self) -> None:
         queue = sorted(
@@ -527,12 +545,12 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return path
 
 
-def _details(args: argparse.Namespace, imei: str = "") -> dict[str, Any]:
+def _details(args: argparse.Namespace, imei: str = "", sender: str = "") -> dict[str, Any]:
     slots = [int(s) for s in (args.sim_slots or "0").split(",")]
     return {
         "title": args.title,
         "imei": imei or args.imei,
-        "app_version": AGENT_VERSION,
+        "app_version": f"{AGENT_VERSION}+{sender}" if sender else AGENT_VERSION,
         "sims": [{"slot": s} for s in slots],
     }
 
@@ -597,7 +615,7 @@ def cmd_fleet(args: argparse.Namespace) -> None:
         payload = {
             "email": args.email,
             "password": args.password,
-            "device": _details(args, imei=f"FLEET{index:05d}"),
+            "device": _details(args, imei=f"FLEET{index:05d}", sender=SimulatedSender.name),
         }
         answer = Api(args.server).call("pair", payload)
         sender = SimulatedSender(
@@ -657,10 +675,15 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--title", default="sms-agent")
         sub.add_argument("--imei", default="")
         sub.add_argument("--sim-slots", default="0", help="comma-separated SIM slots, e.g. 0,1")
+    # No default: a forgotten --sender on a real phone must not "send" into a simulator.
+    run.add_argument(
+        "--sender",
+        choices=["termux", "modem", "gammu", "simulated"],
+        required=True,
+        help="how to send: termux (Android), modem (AT commands), gammu, or simulated "
+        "(records instead of sending; the server shows the device as simulated)",
+    )
     for sub in (run, fleet):
-        sub.add_argument(
-            "--sender", choices=["simulated", "termux", "modem", "gammu"], default="simulated"
-        )
         sub.add_argument("--port", default="/dev/ttyUSB0", help="modem serial port")
         sub.add_argument("--baud", type=int, default=115200)
         sub.add_argument("--wait", type=int, default=25, help="long-poll seconds (0: plain polls)")

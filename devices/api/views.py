@@ -178,8 +178,10 @@ class PollSerializer(HeartbeatSerializer):
     wait = serializers.IntegerField(min_value=0, max_value=services.MAX_WAIT_SECONDS, default=0)
 
 
-class IdsSerializer(serializers.Serializer):
+class ConfirmSerializer(serializers.Serializer):
     ids = serializers.ListField(child=serializers.IntegerField(min_value=1), max_length=1000)
+    # The poll answer's "lease": only the poll holding the lease may confirm.
+    lease = serializers.UUIDField()
 
 
 OUTCOME_NAMES = {
@@ -330,6 +332,7 @@ class PollView(DeviceView):
                     }
                     for lease in result.messages
                 ],
+                "lease": str(result.lease_id) if result.lease_id else None,
                 "cancelled": result.cancelled,
                 "poll_interval": result.next_poll_seconds,
                 "delay_between_sms": device.delay_between_sms,
@@ -359,10 +362,17 @@ class PollView(DeviceView):
 
 class ConfirmView(DeviceView):
     def post(self, request: Request) -> Response:
-        payload = IdsSerializer(data=request.data)
+        payload = ConfirmSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        result = services.confirm(self.device(request), payload.validated_data["ids"])
-        return Response({"confirmed": result.confirmed, "refused": result.refused})
+        data = payload.validated_data
+        result = services.confirm(self.device(request), data["ids"], data["lease"])
+        return Response(
+            {
+                "confirmed": result.confirmed,
+                "refused": result.refused,
+                "superseded": result.superseded,
+            }
+        )
 
 
 class ReportView(DeviceView):

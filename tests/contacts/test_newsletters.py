@@ -89,8 +89,8 @@ def test_progress_counters_follow_every_move(audience):
     sale = newsletter(account, device, tags)
     services.fan_out(sale.pk)
     ids = list(Message.objects.filter(newsletter=sale).order_by("id").values_list("id", flat=True))
-    devices.poll(device)
-    devices.confirm(device, ids)
+    lease = devices.poll(device).lease_id
+    devices.confirm(device, ids, lease)
     devices.report(
         device,
         [
@@ -139,8 +139,9 @@ def test_cancel_stops_what_no_phone_confirmed(audience):
     account, device, tags, _ = audience
     sale = newsletter(account, device, tags)
     services.fan_out(sale.pk)
-    first = devices.poll(device).messages[0].id
-    devices.confirm(device, [first])
+    polled = devices.poll(device)
+    first = polled.messages[0].id
+    devices.confirm(device, [first], polled.lease_id)
     assert services.cancel_newsletter(account, sale.pk) == 2
     assert services.cancel_newsletter(account, sale.pk) == 0
     assert Message.objects.get(pk=first).status == Status.TAKEN

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from devices import services
 from devices.agent import sms_agent
@@ -133,6 +134,8 @@ def test_a_restarted_agent_sends_what_it_confirmed_and_never_twice(
         "--state",
         str(state),
         "run",
+        "--sender",
+        "simulated",
         "--wait",
         "0",
         "--loops",
@@ -223,6 +226,8 @@ def test_crash_injection_loses_nothing_and_sends_nothing_twice(
                 "--state",
                 str(state),
                 "run",
+                "--sender",
+                "simulated",
                 "--wait",
                 "0",
                 "--duration",
@@ -287,3 +292,64 @@ def test_crash_injection_loses_nothing_and_sends_nothing_twice(
         )
         into_final = [m for m in moves if m[1] in FINAL]
         assert len(into_final) <= 1 and not any(m[0] in FINAL for m in moves), moves
+
+
+def test_the_agent_needs_a_sender_and_a_simulated_one_says_so(live_server, tmp_path, make_user):
+    user = make_user("sim@example.com", "sim-password")
+    _, code = services.create_pairing_code(user.account)
+    state = str(tmp_path / "agent")
+    sms_agent.main(["--state", state, "pair", "--server", live_server.url, "--code", code])
+    # Forgetting --sender on a real phone must not "send" everything into a simulator.
+    with pytest.raises(SystemExit) as refused:
+        sms_agent.main(["--state", state, "run", "--wait", "0", "--loops", "1"])
+    assert refused.value.code == 2
+    sms_agent.main(
+        ["--state", state, "run", "--sender", "simulated", "--wait", "0", "--loops", "1"]
+    )
+    device = Device.objects.get(account=user.account)
+    assert device.app_version == f"{sms_agent.AGENT_VERSION}+simulated"
+
+
+def test_two_agents_with_one_device_token_never_send_a_message_twice(
+    live_server, tmp_path, make_user
+):
+    # A phone restored from a backup next to the original: two installations, one token.
+    user = make_user("twins@example.com", "twins-password")
+    _, code = services.create_pairing_code(user.account)
+    first, second = tmp_path / "first", tmp_path / "second"
+    sms_agent.main(["--state", str(first), "pair", "--server", live_server.url, "--code", code])
+    second.mkdir()
+    (second / "device.json").write_text((first / "device.json").read_text())
+    device = Device.objects.get(account=user.account)
+    Device.objects.filter(pk=device.pk).update(batch_size=10, delay_between_requests=1)
+    token = compat_token(user.account)
+    bodies = [f"twin {i}" for i in range(25)]  # within the 30 segments a minute of one SIM
+    for body in bodies:
+        answer = getdata(
+            live_server.url, "addsms", token=token, sendto="1234", body=body, device_id=device.pk
+        )
+        assert answer["error"] == 0
+    sent_log = tmp_path / "sent.jsonl"
+    command = [sys.executable, str(AGENT), "--state"]
+    options = ["run", "--sender", "simulated", "--wait", "0", "--sent-log", str(sent_log)]
+    agents = [
+        subprocess.Popen(
+            [*command, str(state), *options, "--duration", "8"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for state in (first, second)
+    ]
+    for agent in agents:
+        agent.wait(timeout=60)
+    # Whatever one left leased (taken over by the other) returns and is sent by one of them.
+    Message.objects.filter(status=Status.TAKEN, confirmed_at=None).update(
+        lease_expires_at=timezone.now()
+    )
+    services.return_expired_leases()
+    for state in (first, second):
+        subprocess.run([*command, str(state), *options, "--loops", "2"], timeout=60, check=True)
+    sends = Counter(json.loads(line)["body"] for line in sent_log.read_text().splitlines())
+    assert max(sends.values()) == 1, f"sent twice: {[b for b, n in sends.items() if n > 1]}"
+    assert set(sends) == set(bodies)
+    assert set(Message.objects.values_list("status", flat=True)) == {Status.DELIVERED}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.core.cache import cache
 from django.test import Client
@@ -143,6 +145,7 @@ def test_poll_confirm_report_round_trip(api):
     body = poll.json()
     assert set(body) == {
         "messages",
+        "lease",
         "cancelled",
         "poll_interval",
         "delay_between_sms",
@@ -159,9 +162,10 @@ def test_poll_confirm_report_round_trip(api):
     }
     assert message["not_before"].endswith("Z") and message["lease_expires"] > message["not_before"]
     assert Device.objects.get(pk=device.pk).battery_percent == 77
-    assert api("confirm", {"ids": [message_id, 999999]}).json() == {
+    assert api("confirm", {"ids": [message_id, 999999], "lease": body["lease"]}).json() == {
         "confirmed": [message_id],
         "refused": [999999],
+        "superseded": [],
     }
     report = api(
         "report",
@@ -216,8 +220,43 @@ def test_oversized_and_malformed_bodies_are_refused(api):
         API + "poll", "{", content_type="application/json"
     )
     assert bad.status_code in (400, 401)
-    too_many = api("confirm", {"ids": list(range(1, 1002))})
+    too_many = api("confirm", {"ids": list(range(1, 1002)), "lease": str(uuid.uuid4())})
     assert too_many.status_code == 400
+
+
+def test_a_confirm_without_the_polls_lease_is_refused_as_invalid(api):
+    response = api("confirm", {"ids": [1]})
+    assert response.status_code == 400
+    assert "lease" in response.json()["error"]["fields"]
+
+
+def test_of_two_pollers_on_one_token_only_the_latest_lease_confirms(api):
+    device = api.device
+    ids = messaging.submit(
+        device.account, [messaging.OutgoingSms(device.pk, "+4915752982212", "Hello")] * 3
+    )
+    first = api("poll", {}).json()
+    second = api("poll", {}).json()  # the same token, another process (or a retried poll)
+    assert [m["id"] for m in first["messages"]] == [m["id"] for m in second["messages"]] == ids
+    assert first["lease"] != second["lease"]
+    loser = api("confirm", {"ids": ids, "lease": first["lease"]}).json()
+    assert loser == {"confirmed": [], "refused": ids, "superseded": ids}
+    winner = api("confirm", {"ids": ids, "lease": second["lease"]}).json()
+    assert winner["confirmed"] == ids
+    # the loser retrying its confirm still gets nothing to send
+    assert api("confirm", {"ids": ids, "lease": first["lease"]}).json()["confirmed"] == []
+
+
+def test_identical_reports_in_one_batch_apply_once(api):
+    device = api.device
+    (message_id,) = messaging.submit(
+        device.account, [messaging.OutgoingSms(device.pk, "+4915752982212", "Hello")]
+    )
+    lease = api("poll", {}).json()["lease"]
+    api("confirm", {"ids": [message_id], "lease": lease})
+    item = {"id": message_id, "status": "sent"}
+    results = api("report", {"reports": [item, item]}).json()["results"]
+    assert [r["result"] for r in results] == ["applied", "unchanged"]
 
 
 def test_the_agent_can_be_downloaded_from_the_server(db):

@@ -64,8 +64,8 @@ def test_re_pairing_the_same_phone_reuses_its_device_and_replaces_its_token(pair
     device, old_token = paired()
     account = device.account
     leased, confirmed = send(account, device, 2)
-    services.poll(device)
-    services.confirm(device, [confirmed])
+    lease = services.poll(device).lease_id
+    services.confirm(device, [confirmed], lease)
     again, new_token = services.pair_with_login(account, services.DeviceDetails(imei=device.imei))
     assert again.pk == device.pk and Device.objects.filter(account=account).count() == 1
     assert services.authenticate_device(old_token) is None
@@ -149,19 +149,19 @@ def test_an_unconfirmed_lease_returns_to_the_queue_after_its_timeout(paired):
 def test_an_expired_lease_cannot_be_confirmed(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
-    services.poll(device)
+    lease = services.poll(device).lease_id
     Message.objects.filter(pk=message_id).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert services.confirm(device, [message_id]).refused == [message_id]
+    assert services.confirm(device, [message_id], lease).refused == [message_id]
 
 
 def test_a_confirmed_message_is_never_handed_out_again(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
-    services.poll(device)
-    assert services.confirm(device, [message_id]).confirmed == [message_id]
-    assert services.confirm(device, [message_id]).confirmed == [message_id]  # idempotent
+    lease = services.poll(device).lease_id
+    assert services.confirm(device, [message_id], lease).confirmed == [message_id]
+    assert services.confirm(device, [message_id], lease).confirmed == [message_id]  # idempotent
     Message.objects.filter(pk=message_id).update(
         lease_expires_at=timezone.now() - timedelta(hours=1)
     )
@@ -172,8 +172,8 @@ def test_a_confirmed_message_is_never_handed_out_again(paired):
 def test_a_confirmed_message_without_outcome_ends_unknown_and_is_not_re_sent(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
-    services.poll(device)
-    services.confirm(device, [message_id])
+    lease = services.poll(device).lease_id
+    services.confirm(device, [message_id], lease)
     Message.objects.filter(pk=message_id).update(
         outcome_deadline_at=timezone.now() - timedelta(seconds=1)
     )
@@ -189,8 +189,8 @@ def test_confirming_another_devices_message_is_refused(paired):
     device, _ = paired()
     other, _ = paired(account=device.account)
     (message_id,) = send(device.account, device)
-    services.poll(device)
-    assert services.confirm(other, [message_id]).refused == [message_id]
+    lease = services.poll(device).lease_id
+    assert services.confirm(other, [message_id], lease).refused == [message_id]
 
 
 def test_a_disabled_device_gets_nothing(paired):
@@ -206,9 +206,9 @@ def test_a_message_cancelled_before_confirmation_never_reaches_the_phone(paired)
     device, _ = paired()
     queued, leased = send(device.account, device, 2)
     Message.objects.filter(pk=queued).update(send_at=timezone.now() + timedelta(hours=1))
-    services.poll(device)
+    lease = services.poll(device).lease_id
     messaging.cancel(device.account, [queued, leased])
-    assert services.confirm(device, [leased]).refused == [leased]
+    assert services.confirm(device, [leased], lease).refused == [leased]
     Message.objects.filter(pk=queued).update(send_at=timezone.now())
     assert services.poll(device).messages == []
 
@@ -216,8 +216,8 @@ def test_a_message_cancelled_before_confirmation_never_reaches_the_phone(paired)
 def test_a_phone_hears_of_a_cancellation_after_it_confirmed(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
-    services.poll(device)
-    services.confirm(device, [message_id])
+    lease = services.poll(device).lease_id
+    services.confirm(device, [message_id], lease)
     messaging.cancel(device.account, [message_id])
     assert services.poll(device).cancelled == [message_id]
 
@@ -229,7 +229,7 @@ def _handed(device, rounds: int = 1):
     out = []
     for _ in range(rounds):
         result = services.poll(device)
-        services.confirm(device, [m.id for m in result.messages])
+        services.confirm(device, [m.id for m in result.messages], result.lease_id)
         out += result.messages
     return out
 
@@ -296,8 +296,8 @@ def test_messages_paced_beyond_the_next_poll_stay_queued(paired):
 
 def _confirmed(device, n=1):
     ids = send(device.account, device, n)
-    services.poll(device)
-    services.confirm(device, ids)
+    lease = services.poll(device).lease_id
+    services.confirm(device, ids, lease)
     return ids
 
 
@@ -413,7 +413,7 @@ def test_concurrent_polls_never_lease_a_message_twice(make_account, make_device)
         try:
             for _ in range(10):
                 result = services.poll(Device.objects.get(pk=device.pk))
-                services.confirm(device, [m.id for m in result.messages])
+                services.confirm(device, [m.id for m in result.messages], result.lease_id)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
@@ -431,3 +431,114 @@ def test_concurrent_polls_never_lease_a_message_twice(make_account, make_device)
         )
     )
     assert len(takes) == len(set(takes)) == 60
+
+
+def _drain(device_id: int, confirmed: list[int], errors: list[Exception], rounds: int = 400):
+    """One poller: poll, confirm what the poll leased, until the device has no open work."""
+    try:
+        for _ in range(rounds):
+            device = Device.objects.get(pk=device_id)
+            result = services.poll(device)
+            if result.messages:
+                answer = services.confirm(device, [m.id for m in result.messages], result.lease_id)
+                confirmed.extend(answer.confirmed)
+            elif not Message.objects.filter(
+                device_id=device_id, status__in=[Status.NEW, Status.TAKEN], confirmed_at=None
+            ).exists():
+                return
+    except Exception as exc:  # pragma: no cover - reported by the test
+        errors.append(exc)
+    finally:
+        connection.close()
+
+
+def _run_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_pollers_sharing_a_device_token_never_both_confirm_a_message(make_account, make_device):
+    # An app restored from a backup, two agents on one state directory, a retried poll
+    # racing the original: several pollers per device token, several tokens, on PostgreSQL.
+    account = make_account()
+    devices = [
+        make_device(account, slots=(0,), batch_size=50, segments_per_minute=1000)
+        for _ in range(3)
+    ]
+    for device in devices:
+        messaging.submit(
+            account, [messaging.OutgoingSms(device.pk, "1234", f"m{i}") for i in range(1000)]
+        )
+    confirmed_by: list[list[int]] = []
+    errors: list[Exception] = []
+    threads = []
+    for device in devices:
+        for _ in range(3):
+            confirmed_by.append([])
+            threads.append(
+                threading.Thread(target=_drain, args=(device.pk, confirmed_by[-1], errors))
+            )
+    _run_all(threads)
+    assert errors == []
+    everything = [i for ids in confirmed_by for i in ids]
+    assert len(everything) == len(set(everything)), "a message was confirmed to two pollers"
+    all_ids = set(Message.objects.values_list("id", flat=True))
+    assert set(everything) == all_ids, "a message was never confirmed (lost)"
+    assert not Message.objects.filter(confirmed_at=None).exists()
+    takes = list(
+        MessageStatusChange.objects.filter(to_status=Status.TAKEN).values_list(
+            "message_id", flat=True
+        )
+    )
+    assert len(takes) == len(set(takes)) == 3000
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_moving_messages_between_devices_while_both_poll_never_confirms_twice(
+    make_account, make_device
+):
+    account = make_account()
+    one, two = (
+        make_device(account, slots=(0,), batch_size=20, segments_per_minute=1000)
+        for _ in range(2)
+    )
+    ids = messaging.submit(
+        account, [messaging.OutgoingSms(one.pk, "1234", f"m{i}") for i in range(600)]
+    )
+    confirmed_by: dict[int, list[int]] = {one.pk: [], two.pk: []}
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def mover():
+        try:
+            targets = itertools.cycle([two.pk, one.pk])
+            while not stop.is_set():
+                messaging.reassign(account, ids, next(targets), 0)
+        except Exception as exc:  # pragma: no cover
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    pollers = [
+        threading.Thread(target=_drain, args=(device.pk, confirmed_by[device.pk], errors))
+        for device in (one, two, one, two)
+    ]
+    moving = threading.Thread(target=mover)
+    moving.start()
+    _run_all(pollers[:2])  # the first pass ends when a device has nothing open, mid-moves
+    stop.set()
+    moving.join()
+    _run_all(pollers[2:])  # then drain what the moves left on either device
+    assert errors == []
+    everything = confirmed_by[one.pk] + confirmed_by[two.pk]
+    assert len(everything) == len(set(everything)) == len(ids)
+    # each message was confirmed by the device that holds it now
+    holders = dict(Message.objects.values_list("id", "device_id"))
+    for device_id, confirmed in confirmed_by.items():
+        assert all(holders[i] == device_id for i in confirmed)

@@ -12,8 +12,8 @@ def test_the_sweep_returns_expired_leases_and_settles_overdue_ones(paired):
     lost, silent = messaging.submit(
         device.account, [messaging.OutgoingSms(device.pk, "1234", "x")] * 2
     )
-    services.poll(device)
-    services.confirm(device, [silent])
+    lease = services.poll(device).lease_id
+    services.confirm(device, [silent], lease)
     past = timezone.now() - timedelta(seconds=1)
     Message.objects.filter(pk=lost).update(lease_expires_at=past)
     Message.objects.filter(pk=silent).update(outcome_deadline_at=past)

@@ -79,8 +79,8 @@ def _taken(device, n=1):
     ids = messaging.submit(
         device.account, [messaging.OutgoingSms(device.pk, "+4915752982212", "hi")] * n
     )
-    devices.poll(device)
-    devices.confirm(device, ids)
+    lease = devices.poll(device).lease_id
+    devices.confirm(device, ids, lease)
     return ids
 
 
