@@ -467,8 +467,7 @@ def test_pollers_sharing_a_device_token_never_both_confirm_a_message(make_accoun
     # racing the original: several pollers per device token, several tokens, on PostgreSQL.
     account = make_account()
     devices = [
-        make_device(account, slots=(0,), batch_size=50, segments_per_minute=1000)
-        for _ in range(3)
+        make_device(account, slots=(0,), batch_size=50, segments_per_minute=1000) for _ in range(3)
     ]
     for device in devices:
         messaging.submit(
@@ -505,8 +504,7 @@ def test_moving_messages_between_devices_while_both_poll_never_confirms_twice(
 ):
     account = make_account()
     one, two = (
-        make_device(account, slots=(0,), batch_size=20, segments_per_minute=1000)
-        for _ in range(2)
+        make_device(account, slots=(0,), batch_size=20, segments_per_minute=1000) for _ in range(2)
     )
     ids = messaging.submit(
         account, [messaging.OutgoingSms(one.pk, "1234", f"m{i}") for i in range(600)]
