@@ -479,7 +479,7 @@ def list_messages(
     # index instead would skip every row before the window first.
     by_time = query.created_from is not None or query.created_to is not None
     if after_id is not None:
-        messages = _after(messages, after_id, newest_first=newest_first, by_time=by_time)
+        messages = _after(account, messages, after_id, newest_first=newest_first, by_time=by_time)
     order = ["created_at", "id"] if by_time else ["id"]
     if newest_first:
         order = ["-" + field for field in order]
@@ -488,13 +488,24 @@ def list_messages(
     return rows[:limit], len(rows) > limit
 
 
-def _after(messages: Any, after_id: int, *, newest_first: bool, by_time: bool) -> Any:
-    """Keyset paging: the rows after ``after_id`` in the listing's order."""
+def _after(
+    account: Account, messages: Any, after_id: int, *, newest_first: bool, by_time: bool
+) -> Any:
+    """Keyset paging: the rows after ``after_id`` in the listing's order.
+
+    The id is resolved inside the account: another account's id pages exactly like one
+    that does not exist, so the answer reveals nothing about ids elsewhere.
+    """
     if not by_time:
         return (
             messages.filter(id__lt=after_id) if newest_first else messages.filter(id__gt=after_id)
         )
-    created = Message.objects.filter(pk=after_id).values_list("created_at", flat=True).first()
+    created = (
+        Message.objects.for_account(account)
+        .filter(pk=after_id)
+        .values_list("created_at", flat=True)
+        .first()
+    )
     if created is None:
         return messages.none()
     if newest_first:

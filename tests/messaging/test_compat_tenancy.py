@@ -137,3 +137,22 @@ def test_listing_calls_show_only_the_callers_own_objects(victim, attacker):
     ).json()
     assert contact["error"] == 0
     assert snapshot() == before
+
+
+def test_paging_after_another_accounts_message_answers_like_a_missing_id(
+    victim, attacker, make_device
+):
+    # The attacker's own messages in a date window, paged after the victim's message id.
+    account = accounts.authenticate_token(attacker).account
+    device = Device.objects.get(account=account)
+    client = Client()
+    for _ in range(2):
+        sent = client.post(
+            "/getdata/addsms",
+            {"token": attacker, "sendto": "1234", "body": "x", "device_id": device.pk},
+        ).json()
+        assert sent["error"] == 0
+    window = {"token": attacker, "begindate": "2000-01-01", "enddate": "2999-12-31"}
+    foreign = client.get("/getdata/getallsms", {**window, "after_id": victim["sms"]}).json()
+    absent = client.get("/getdata/getallsms", {**window, "after_id": MISSING}).json()
+    assert foreign == absent
