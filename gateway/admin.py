@@ -51,13 +51,32 @@ class UserAdmin(AccountScopedAdmin, BaseUserAdmin):
         (None, {"classes": ("wide",), "fields": ("email", "account", "password1", "password2")}),
     )
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        if account_of(request) is not None:
+            # Staff never see superusers, even of their own account: opening one would let
+            # them set its password and so become it.
+            queryset = queryset.filter(is_superuser=False)
+        return queryset
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
         if account_of(request) is None:
             return fieldsets
-        # Staff of an account manage its logins, but cannot make superusers or move
-        # logins to other accounts.
-        hidden = {"account", "is_superuser", "groups"}
+        # Staff of an account manage its logins (and who of them may use the admin), but
+        # cannot make superusers, grant permissions or groups, or move logins to other
+        # accounts. Only the fields shown are accepted from the form.
+        hidden = {"account", "is_superuser", "groups", "user_permissions"}
         return [
             (name, {**opts, "fields": [f for f in opts["fields"] if f not in hidden]})
             for name, opts in fieldsets

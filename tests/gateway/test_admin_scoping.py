@@ -141,3 +141,48 @@ def test_objects_added_by_staff_belong_to_their_account(world):
     response = client.post(reverse("admin:contacts_tag_add"), {"title": "added-by-alice"})
     assert response.status_code == 302
     assert Tag.objects.get(title="added-by-alice").account == mine[Account]
+
+
+@pytest.mark.django_db
+def test_staff_never_see_change_or_reset_a_superuser_of_their_own_account(world, make_user):
+    client, mine, _ = world
+    root = make_user(
+        "root@example.com", "root-password", account=mine[Account], is_staff=True, is_superuser=True
+    )
+    listing = client.get(reverse("admin:gateway_user_changelist")).content.decode()
+    assert "root@example.com" not in listing
+    for url in (
+        reverse("admin:gateway_user_change", args=[root.pk]),
+        reverse("admin:auth_user_password_change", args=[root.pk]),
+        reverse("admin:gateway_user_delete", args=[root.pk]),
+    ):
+        assert client.get(url).status_code in (302, 403, 404), url
+    response = client.post(
+        f"/admin/gateway/user/{root.pk}/password/",
+        {"password1": "taken-over-123", "password2": "taken-over-123", "usable_password": "true"},
+    )
+    assert response.status_code in (302, 403, 404)
+    root.refresh_from_db()
+    assert root.check_password("root-password")
+
+
+@pytest.mark.django_db
+def test_staff_cannot_grant_themselves_superuser_status_or_permissions(world):
+    client, mine, _ = world
+    me = mine[User]
+    response = client.post(
+        reverse("admin:gateway_user_change", args=[me.pk]),
+        {
+            "email": me.email,
+            "is_active": "on",
+            "is_staff": "on",
+            "is_superuser": "on",
+            "groups": [],
+            "user_permissions": ["1", "2"],
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+        },
+    )
+    assert response.status_code in (200, 302)
+    me.refresh_from_db()
+    assert not me.is_superuser and not me.user_permissions.exists()

@@ -16,7 +16,8 @@ from gateway.services import compat_token
 
 class Command(BaseCommand):
     help = (
-        "Create an account with one login (an operator with admin rights unless --no-admin). "
+        "Create an account with one login: its owner, who can use the admin for this account "
+        "only (unless --no-admin), or a superuser who sees every account (--superuser). "
         "Prints the password (generated unless given) and the account's API token."
     )
 
@@ -25,8 +26,14 @@ class Command(BaseCommand):
         parser.add_argument("--password", help="Default: a generated one, printed once.")
         parser.add_argument("--name", help="Account name. Default: the email address.")
         parser.add_argument("--time-zone", default=None, help="IANA zone, e.g. Europe/Berlin.")
-        parser.add_argument(
+        access = parser.add_mutually_exclusive_group()
+        access.add_argument(
             "--no-admin", action="store_true", help="A login without admin-site access."
+        )
+        access.add_argument(
+            "--superuser",
+            action="store_true",
+            help="The server's operator: sees and changes every account in the admin.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -38,7 +45,8 @@ class Command(BaseCommand):
         if User.objects.filter(email=email).exists():
             raise CommandError(f"A login with the email {email} already exists")
         password = options["password"] or secrets.token_urlsafe(12)
-        admin = not options["no_admin"]
+        staff = not options["no_admin"]
+        superuser = bool(options["superuser"])
         with transaction.atomic():
             account = Account(name=options["name"] or email)
             if options["time_zone"]:
@@ -49,11 +57,12 @@ class Command(BaseCommand):
                 raise CommandError("; ".join(exc.messages)) from None
             account.save()
             User.objects.create_user(
-                email, password, account=account, is_staff=admin, is_superuser=admin
+                email, password, account=account, is_staff=staff, is_superuser=superuser
             )
         token = compat_token(account)
         self.stdout.write(f"Account {account.name!r} created.")
-        self.stdout.write(f"  login:    {email}")
+        role = "superuser (every account)" if superuser else "owner" if staff else "API only"
+        self.stdout.write(f"  login:    {email}   ({role})")
         if not options["password"]:
             self.stdout.write(f"  password: {password}   (shown once)")
         self.stdout.write(f"  token:    {token}   (what /getdata/gettoken returns)")
