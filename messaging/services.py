@@ -43,7 +43,15 @@ class MessageNotFound(Exception):
 
 
 class InvalidMessage(ValueError):
-    """Input that cannot become a message; the text is meant for the API client."""
+    """Input that cannot become a message; the text is meant for the API client.
+
+    ``field`` names the input at fault (``body``, ``sim``, ...), for APIs and forms that
+    show errors per field.
+    """
+
+    def __init__(self, message: str, *, field: str = "body") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
