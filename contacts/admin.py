@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-import io
 from typing import Any
 
 from django import forms
@@ -15,9 +14,18 @@ from django.utils.html import format_html
 
 from contacts import services
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
+from gateway import inputs
 from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
 
 MAX_CSV_BYTES = 10 * 1024 * 1024
+
+
+def _check_send_time(value: Any) -> None:
+    # The rule every API applies to a send time (gateway.inputs): at most 10 years ahead.
+    try:
+        inputs.send_time(value, "Send time")
+    except inputs.InvalidInput as exc:
+        raise forms.ValidationError(str(exc)) from None
 
 
 class ContactEventInline(ScopedInline):
@@ -108,20 +116,11 @@ class ContactAdmin(AccountScopedAdmin):
             if upload.size > MAX_CSV_BYTES:
                 form.add_error("file", "The file is larger than 10 MB")
             else:
-                text = io.TextIOWrapper(upload.file, encoding="utf-8-sig", errors="replace")
-                reader = csv.DictReader(text)
-                if not reader.fieldnames or "phone" not in [
-                    f.strip().lower() for f in reader.fieldnames
-                ]:
-                    form.add_error(
-                        "file", "The first row must name the columns, with at least 'phone'"
-                    )
+                try:
+                    result = services.import_csv(account, upload.file)
+                except services.InvalidImport as exc:
+                    form.add_error("file", str(exc))
                 else:
-                    rows = (
-                        {(k or "").strip().lower(): (v or "") for k, v in row.items()}
-                        for row in reader
-                    )
-                    result = services.import_contacts(account, rows)
                     level = messages.WARNING if result.errors else messages.SUCCESS
                     self.message_user(
                         request,
@@ -168,6 +167,12 @@ class NewsletterAdmin(AccountScopedAdmin):
         "failed_count",
     )
     actions = ["start_now", "pause", "resume", "cancel"]
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "send_at" and field is not None:
+            field.validators.append(_check_send_time)
+        return field
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is not None and obj.state != Newsletter.State.SCHEDULED:

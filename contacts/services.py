@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +19,7 @@ from django.utils import timezone
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
 from devices import wake
 from devices.services import get_device, sim_slots_by_device
+from gateway import inputs
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone
 from gateway.tasks import enqueue_on_commit
@@ -372,13 +375,62 @@ class ImportResult:
 
 
 MAX_IMPORT_ROWS = 50_000
+MAX_TAGS_PER_ROW = 100
 
 
-def import_contacts(account: Account, rows: Iterable[dict[str, str]]) -> ImportResult:
+class InvalidImport(ValueError):
+    """The file cannot be read as a contact list; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class UnreadableRow:
+    """A row of a file that could not be read (reported as that row's error)."""
+
+    problem: str
+
+
+def import_csv(account: Account, file: Any) -> ImportResult:
+    """Import a CSV file (binary, UTF-8, a header row naming at least ``phone``).
+
+    A header that cannot be read or names no ``phone`` column raises InvalidImport and
+    imports nothing; a row the CSV reader cannot read (a field over the reader's 128 KB
+    limit, say) is that row's error, and the rows after it are still imported.
+    """
+    text = io.TextIOWrapper(file, encoding="utf-8-sig", errors="replace", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InvalidImport("The file is empty") from None
+    except csv.Error as exc:
+        raise InvalidImport(f"The first row cannot be read: {exc}") from None
+    names = [name.strip().lower() for name in header]
+    if "phone" not in names:
+        raise InvalidImport("The first row must name the columns, with at least 'phone'")
+    return import_contacts(account, _csv_rows(reader, names))
+
+
+def _csv_rows(reader: Any, names: list[str]) -> Iterator[dict[str, str] | UnreadableRow]:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield UnreadableRow(f"the row cannot be read: {exc}")
+            continue
+        if row:  # a blank line is no row
+            yield dict(zip(names, row, strict=False))
+
+
+def import_contacts(
+    account: Account, rows: Iterable[dict[str, str] | UnreadableRow]
+) -> ImportResult:
     """Create or update contacts from rows with ``phone``, ``name`` and ``tags`` (tag titles
     separated by ``;`` or ``|``, created when new). Phones are normalized, so the same number
-    written twice is one contact (its tags merged). A bad row is reported by its line number
-    (the header is line 1) and does not stop the others. Idempotent.
+    written twice is one contact (its tags merged). A bad row (unreadable, a value with a
+    NUL character, more than MAX_TAGS_PER_ROW tags) is reported by its line number (the
+    header is line 1) and does not stop the others. Idempotent.
     """
     result = ImportResult()
     tag_ids: dict[str, int] = {}
@@ -386,11 +438,21 @@ def import_contacts(account: Account, rows: Iterable[dict[str, str]]) -> ImportR
         if line - 1 > MAX_IMPORT_ROWS:
             result.errors.append((line, f"more than {MAX_IMPORT_ROWS} rows; the rest was skipped"))
             break
+        if isinstance(row, UnreadableRow):
+            result.errors.append((line, row.problem))
+            continue
+        problem = _row_problem(row)
+        if problem:
+            result.errors.append((line, problem))
+            continue
         phone = (row.get("phone") or "").strip()
         if not phone:
             result.errors.append((line, "phone is empty"))
             continue
         titles = [t.strip() for t in re.split(r"[;|]", row.get("tags") or "") if t.strip()]
+        if len(titles) > MAX_TAGS_PER_ROW:
+            result.errors.append((line, f"more than {MAX_TAGS_PER_ROW} tags"))
+            continue
         for title in titles:
             if title not in tag_ids:
                 tag_ids[title] = save_tag(account, title).pk
@@ -409,6 +471,15 @@ def import_contacts(account: Account, rows: Iterable[dict[str, str]]) -> ImportR
         else:
             result.created += 1
     return result
+
+
+def _row_problem(row: dict[str, str]) -> str:
+    for column in ("phone", "name", "tags"):
+        try:
+            inputs.check_text(row.get(column) or "", column)
+        except inputs.InvalidInput as exc:
+            return str(exc)
+    return ""
 
 
 def _normalized_or_raw(phone: str) -> str:

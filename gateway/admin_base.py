@@ -16,6 +16,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+from gateway import inputs
 from gateway.models import Account, User
 
 # Exact counts above this are replaced by the planner's estimate (PostgreSQL).
@@ -80,6 +81,15 @@ class AccountScopedAdmin(admin.ModelAdmin):
         if account is None:
             return queryset
         return queryset.filter(**{self.account_path: account.pk})
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
+        # A term no text column can hold (a NUL: PostgreSQL refuses to even compare it)
+        # matches nothing, rather than failing the page.
+        try:
+            inputs.check_text(search_term, "q")
+        except inputs.InvalidInput:
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         account = account_of(request)

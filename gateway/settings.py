@@ -349,6 +349,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["messaging.api.v1.base.HasAccount"],
+    # JSON bounded in size and depth for both DRF APIs (gateway.api_fields).
+    "DEFAULT_PARSER_CLASSES": [
+        "gateway.api_fields.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_CLASSES": ["messaging.api.v1.base.TokenRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api": API_RATE_LIMIT},
     "EXCEPTION_HANDLER": "messaging.api.v1.base.exception_handler",

@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -12,6 +13,7 @@ from django.utils.html import format_html
 
 from contacts.models import Newsletter
 from devices.models import Device
+from gateway import inputs
 from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
 from messaging import services, webhooks
 from messaging.models import Message, MessageStatusChange, Status, WebhookEndpoint, WebhookEvent
@@ -33,6 +35,17 @@ class StatusChangeInline(ScopedInline):
         return False
 
 
+def _filter_value(filter_: admin.SimpleListFilter, maximum: int) -> int | None:
+    """A list filter's value as an integer id or slot; a value that is none (``?device=abc``)
+    is a bad lookup, which the changelist answers as Django does (a redirect with ?e=1)."""
+    value = filter_.value()
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit() and int(value) <= maximum):
+        raise IncorrectLookupParameters(f"{filter_.parameter_name} must be a number")
+    return int(value)
+
+
 class AccountObjectFilter(admin.SimpleListFilter):
     """Choices are the account's own objects (a related-only filter would scan every
     message to find them)."""
@@ -47,8 +60,9 @@ class AccountObjectFilter(admin.SimpleListFilter):
         return [(obj.pk, str(obj)) for obj in objects.order_by("-pk")[:200]]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value():
-            return queryset.filter(**{f"{self.parameter_name}_id": self.value()})
+        value = _filter_value(self, inputs.INT64_MAX)
+        if value is not None:
+            return queryset.filter(**{f"{self.parameter_name}_id": value})
         return queryset
 
 
@@ -72,7 +86,8 @@ class SimFilter(admin.SimpleListFilter):
         return [("0", "SIM 1"), ("1", "SIM 2")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.filter(sim=self.value()) if self.value() else queryset
+        value = _filter_value(self, 32767)  # the column is a PositiveSmallIntegerField
+        return queryset.filter(sim=value) if value is not None else queryset
 
 
 class MoveForm(forms.Form):

@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 from devices import services, wake
 from devices.models import Device
 from gateway import services as accounts
+from gateway.api_fields import Int64Field, TimeField
 from messaging.api.compat import client_address
 
 AGENT_FILE = Path(__file__).resolve().parent.parent / "agent" / "sms_agent.py"
@@ -179,7 +180,7 @@ class PollSerializer(HeartbeatSerializer):
 
 
 class ConfirmSerializer(serializers.Serializer):
-    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), max_length=1000)
+    ids = serializers.ListField(child=Int64Field(min_value=1), max_length=1000)
     # The poll answer's "lease": only the poll holding the lease may confirm.
     lease = serializers.UUIDField()
 
@@ -213,7 +214,7 @@ class OutcomeField(serializers.Field):
 
 
 class ReportItemSerializer(serializers.Serializer):
-    id = serializers.IntegerField(min_value=1)
+    id = Int64Field(min_value=1)
     status = OutcomeField()
     error = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     parts = serializers.IntegerField(min_value=0, max_value=255, required=False, allow_null=True)
@@ -228,7 +229,7 @@ class IncomingItemSerializer(serializers.Serializer):
     sender = serializers.CharField(max_length=64)
     body = serializers.CharField(max_length=10_000, allow_blank=True, trim_whitespace=False)
     sim = serializers.IntegerField(min_value=0, max_value=7, default=0)
-    received_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    received_at = TimeField(required=False, allow_null=True, default=None)
 
 
 class IncomingSerializer(serializers.Serializer):
@@ -252,6 +253,13 @@ class PairView(APIView):
 
     def get_exception_handler(self):  # type: ignore[no-untyped-def]
         return exception_handler
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Bounded like every device call, before the body is read: pairing needs no token.
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit() or int(length) > MAX_DEVICE_BODY_BYTES:
+            raise RequestTooLarge()
+        super().initial(request, *args, **kwargs)
 
     def post(self, request: Request) -> Response:
         payload = PairSerializer(data=request.data)

@@ -7,7 +7,6 @@ answer in the exact shape of the spec's samples. Errors of any kind are HTTP 200
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -35,6 +34,7 @@ from messaging.api.compat_wire import (
     answer,
     error,
     human_datetime,
+    load_json,
     parameters,
     parse_int,
     parse_time,
@@ -132,7 +132,7 @@ def _outgoing(
         phone=item.text("sendto", "send_to", required=True, max_length=20_000),
         body=item.text("body", required=True, max_length=messaging.MAX_BODY_CHARS * 4),
         sim=_sim(item.raw("sim")),
-        send_at=parse_time(item.raw("timetosend"), "timetosend", zone),
+        send_at=parse_time(item.raw("timetosend"), "timetosend", zone, schedule=True),
         urgent=item.flag("urgent"),
         customer_id=default_customer if customer is None else customer,
     )
@@ -162,7 +162,7 @@ def addalotofsms(call: Call) -> HttpResponse:
         raw = bag["datajson"]
         if isinstance(raw, str):
             try:
-                data = json.loads(raw)
+                data = load_json(raw, "datajson")
             except ValueError as exc:
                 raise CompatError(f"datajson is not valid JSON: {exc}") from None
         else:
@@ -412,7 +412,9 @@ def savepaket(call: Call) -> HttpResponse:
     tag_ids = _tag_ids(params.raw("tags"))
     if not tag_ids:
         raise CompatError("tags is required: comma-separated tag ids")
-    send_at = parse_time(params.raw("time_to_send"), "time_to_send", call.input_zone())
+    send_at = parse_time(
+        params.raw("time_to_send"), "time_to_send", call.input_zone(), schedule=True
+    )
     try:
         newsletter = contacts.create_newsletter(
             call.account,

@@ -7,13 +7,15 @@ wire names. Contract: ``shared/spec/smsgateway24-api.md`` (§1 conventions, §8 
 
 from __future__ import annotations
 
-import json
+import re
 from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from django.http import HttpRequest, HttpResponse, QueryDict
+
+from gateway import inputs
 
 # Body size bounds. Bulk (addalotofsms) is bounded to MAX_BATCH items by the service and
 # to this many bytes here; every other method needs far less.
@@ -64,7 +66,7 @@ def _parse_body(body: bytes, content_type: str, encoding: str) -> dict[str, Any]
     stripped = text.lstrip()
     if content_type == "application/json" or stripped.startswith("{"):
         try:
-            parsed = json.loads(text)
+            parsed = load_json(text, "Request body")
         except ValueError as exc:
             if content_type == "application/json":
                 raise CompatError(f"Request body is not valid JSON: {exc}") from None
@@ -73,6 +75,16 @@ def _parse_body(body: bytes, content_type: str, encoding: str) -> dict[str, Any]
                 raise CompatError("JSON body must be an object")
             return parsed
     return QueryDict(body, encoding=encoding).dict()
+
+
+def load_json(text: str, name: str) -> Any:
+    """JSON within the bounds of gateway.inputs (depth, valid Unicode): CompatError if it
+    is JSON we refuse, ValueError if it is not JSON at all."""
+    try:
+        return inputs.load_json(text)
+    except inputs.InvalidInput as exc:
+        field = name if exc.field == "JSON body" else exc.field
+        raise CompatError(f"{field} {exc.problem}") from None
 
 
 class Params:
@@ -101,7 +113,7 @@ class Params:
             raise CompatError(f"{names[0]} is required")
         if len(text) > max_length:
             raise CompatError(f"{names[0]} is longer than {max_length} characters")
-        return text
+        return check_text(text, names[0])
 
     def integer(
         self,
@@ -116,29 +128,50 @@ class Params:
             if required:
                 raise CompatError(f"{names[0]} is required")
             return default
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise CompatError(f"{names[0]} must be between {minimum} and {maximum}")
+        low = inputs.INT64_MIN if minimum is None else minimum
+        high = inputs.INT64_MAX if maximum is None else maximum
+        if not low <= value <= high:
+            raise CompatError(f"{names[0]} must be between {low} and {high}")
         return value
 
     def flag(self, *names: str) -> bool:
         return parse_flag(self.raw(*names), names[0])
 
 
+def check_text(text: str, name: str) -> str:
+    try:
+        return inputs.check_text(text, name)
+    except inputs.InvalidInput as exc:
+        raise CompatError(str(exc)) from None
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,30}")
+
+
 def parse_int(value: Any, name: str) -> int | None:
-    """An integer from 12, "12", " 12 ", 12.0; None for absent or ""."""
-    if value is None or isinstance(value, bool):
-        return None if value is None else int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+    """An integer from 12, "12", " 12 ", 12.0, within the signed 64-bit range of our id and
+    number columns; None for absent or "". true/false are not integers (JSON's true is not
+    device 1)."""
+    number: int | None = None
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
         stripped = value.strip()
         if stripped == "":
             return None
-        if stripped.lstrip("-").isdigit() and len(stripped) <= 18:
-            return int(stripped)
-    raise CompatError(f"{name} must be an integer")
+        if _INTEGER.fullmatch(stripped):
+            number = int(stripped)
+    if number is None:
+        raise CompatError(f"{name} must be an integer")
+    if not inputs.INT64_MIN <= number <= inputs.INT64_MAX:
+        raise CompatError(
+            f"{name} must be an integer between {inputs.INT64_MIN} and {inputs.INT64_MAX}"
+        )
+    return number
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -162,11 +195,13 @@ _DOTTED = ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y")
 
 
 def parse_time(
-    value: Any, name: str, zone: ZoneInfo, *, end_of_day: bool = False
+    value: Any, name: str, zone: ZoneInfo, *, end_of_day: bool = False, schedule: bool = False
 ) -> datetime | None:
-    """A client's date or date-time, read in ``zone`` when it carries no offset.
+    """A client's date or date-time, read in ``zone`` when it carries no offset, in UTC.
 
     A bare date means its first second, or with ``end_of_day`` its last (for enddate).
+    Range-checked in UTC (gateway.inputs): a filter bound may be any representable time, a
+    send time (``schedule``) is stored and so at most 10 years ahead.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -190,7 +225,14 @@ def parse_time(
         parsed = datetime.combine(parsed.date(), time(23, 59, 59, 999999))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
-    return parsed
+    try:
+        return inputs.send_time(parsed, name) if schedule else inputs.to_utc(parsed, name)
+    except inputs.InvalidInput as exc:
+        raise CompatError(str(exc)) from None
+
+
+# What IANA zone names are made of; anything else is refused before the zone files are read.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
 
 
 def parse_zone(value: Any) -> ZoneInfo | None:
@@ -198,6 +240,8 @@ def parse_zone(value: Any) -> ZoneInfo | None:
         return None
     if not isinstance(value, str) or len(value) > 64:
         raise CompatError("timezone must be a time zone name such as Europe/Berlin")
+    if not _ZONE_NAME.fullmatch(value.strip()):
+        raise CompatError(f"Unknown timezone {value.strip()!r}; use a name such as Europe/Berlin")
     try:
         return ZoneInfo(value.strip())
     except (ZoneInfoNotFoundError, ValueError):

@@ -265,3 +265,78 @@ def test_the_agent_can_be_downloaded_from_the_server(db):
     source = response.getvalue()
     assert source.startswith(b"#!/usr/bin/env python3") and b"def main(" in source
     compile(source, "sms_agent.py", "exec")
+
+
+# --- Hostile input: a 400 naming the field, never a 500 or a row that breaks a listing -----
+
+
+def _raw(client, name, text):
+    return client.post(API + name, text, content_type="application/json")
+
+
+@pytest.mark.parametrize("depth", [100, 1000, 100_000])
+def test_poll_with_json_nested_deeply_is_a_400(api, depth):
+    response = _raw(api.client, "poll", f'{{"slots": {"[" * depth + "]" * depth}}}')
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "malformed" and error["message"].endswith(
+        "nested deeper than 32 levels"
+    )
+
+
+def test_pair_with_json_nested_a_thousand_deep_is_a_400_without_a_token(db):
+    response = _raw(Client(), "pair", f'{{"device": {"[" * 1000 + "]" * 1000}}}')
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "malformed",
+        "message": "JSON body is nested deeper than 32 levels",
+    }
+
+
+def test_a_pairing_body_over_a_megabyte_is_a_413_without_a_token(db):
+    response = _raw(Client(), "pair", '{"code": "' + "A" * (1024 * 1024) + '"}')
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+
+
+def test_message_ids_beyond_64_bits_are_a_400(api):
+    confirm = api("confirm", {"ids": [2**64], "lease": str(uuid.uuid4())})
+    assert confirm.status_code == 400 and "ids" in confirm.json()["error"]["fields"]
+    report = api("report", {"reports": [{"id": 2**64, "status": "sent"}]})
+    assert report.status_code == 400 and "reports" in report.json()["error"]["fields"]
+
+
+def test_true_is_not_a_message_id(api):
+    (message_id,) = messaging.submit(
+        api.device.account, [messaging.OutgoingSms(api.device.pk, "1234", "x")]
+    )
+    report = api("report", {"reports": [{"id": True, "status": "sent"}]})
+    assert report.status_code == 400
+    assert Message.objects.get(pk=message_id).status == Status.NEW
+
+
+def test_an_incoming_time_at_the_end_of_time_is_a_400_and_listings_keep_working(api):
+    from gateway.services import compat_token
+
+    # Representable in UTC, but not in a zone east of it: getallsms in +14:00 failed on it.
+    item = {"id": "1", "sender": "+4915752982212", "body": "hi", "received_at": ""}
+    for received_at in ("9999-12-31T12:00:00Z", "9999-12-31T23:59:59-12:00"):
+        response = api("incoming", {"messages": [{**item, "received_at": received_at}]})
+        assert response.status_code == 400
+        (problem,) = response.json()["error"]["fields"]["messages"]["0"]["received_at"]
+        assert problem.startswith("received_at is out of range"), problem
+    assert Message.objects.count() == 0
+    listed = Client().get(
+        "/getdata/getallsms",
+        {"token": compat_token(api.device.account), "timezone": "Pacific/Kiritimati"},
+    )
+    assert listed.json()["error"] == 0
+
+
+def test_a_lone_surrogate_in_an_incoming_sms_is_a_400_naming_the_field(api):
+    text = '{"messages": [{"id": "1", "sender": "+4915752982212", "body": "\\ud83d"}]}'
+    response = _raw(api.client, "incoming", text)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith(
+        "messages[0].body contains an unpaired UTF-16 surrogate"
+    )
+    assert Message.objects.count() == 0

@@ -508,3 +508,173 @@ def test_a_creation_time_window_pages_completely(setup):
         seen += [m["id"] for m in page["results"]]
         url = page["next"]
     assert sorted(seen) == sorted(ids) and len(seen) == 5
+
+
+# --- Hostile input: a 400 naming the field, never a 500 or a row that breaks a listing -----
+
+
+def _post_raw(api, path, text, **extra):
+    return api.client.post(API + path, text, content_type="application/json", **extra)
+
+
+@pytest.mark.parametrize(
+    ("send_at", "problem"),
+    [
+        ("9999-12-31T23:59:59-12:00", "send_at is out of range"),
+        ("9999-12-31T12:00:00Z", "send_at is too far ahead: at most 10 years from now"),
+        ("2030-01-01T10:00:00+16:00", "send_at has a UTC offset beyond ±15:59"),
+    ],
+)
+def test_a_send_time_out_of_range_is_a_400_naming_send_at(setup, send_at, problem):
+    api, _account, device = setup
+    response = api.post(
+        "messages", {"to": "1234", "body": "x", "device_id": device.pk, "send_at": send_at}
+    )
+    (message,) = is_problem(response, 400)["errors"]["send_at"]
+    assert message.startswith(problem), message
+    assert Message.objects.count() == 0
+    assert api.get("messages").status_code == 200
+
+
+def test_a_newsletter_send_time_out_of_range_is_a_400_on_create_and_on_change(setup):
+    api, account, device = setup
+    tag = Tag.objects.create(account=account, title="t")
+    fields = {"title": "T", "device_id": device.pk, "body": "b", "tags": [tag.pk]}
+    created = api.post("newsletters", {**fields, "send_at": "9999-12-31T12:00:00Z"})
+    assert is_problem(created, 400)["errors"]["send_at"][0].startswith("send_at is too far")
+    newsletter = api.post("newsletters", {**fields, "send_at": "2030-01-01T00:00:00Z"}).json()
+    changed = api.patch(f"newsletters/{newsletter['id']}", {"send_at": "9999-12-31T23:00:00-12:00"})
+    assert is_problem(changed, 400)["errors"]["send_at"][0].startswith("send_at is out of range")
+    assert Newsletter.objects.get().send_at.year == 2030
+    assert api.get("newsletters").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("created_after=9999-12-31T23:59:59-12:00", "created_after is out of range"),
+        ("created_before=2024-02-30T00:00:00Z", "an ISO 8601 date-time"),
+        ("created_after=2030-01-01T00:00:00+20:00", "created_after has a UTC offset beyond"),
+    ],
+)
+def test_a_time_filter_out_of_range_is_a_400_naming_it(setup, query, problem):
+    api, _account, _device = setup
+    name, value = query.split("=")
+    body = is_problem(api.get("messages", {name: value}), 400)
+    (name,) = body["errors"]
+    assert body["errors"][name].startswith(problem)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["contacts?tag=abc", "messages?status=abc", "messages?device=--1", "messages?sim=1.5"],
+)
+def test_a_non_integer_query_filter_is_a_400_naming_it(setup, path):
+    api, _account, _device = setup
+    name = path.split("?")[1].split("=")[0]
+    assert is_problem(api.client.get(API + path), 400)["errors"] == {name: "an integer"}
+
+
+def test_an_integer_query_filter_beyond_64_bits_is_a_400(setup):
+    api, _account, _device = setup
+    body = is_problem(api.client.get(f"{API}messages?customer_id={2**64}"), 400)
+    assert body["errors"]["customer_id"].startswith("customer_id must be between")
+
+
+def test_a_customer_id_beyond_64_bits_is_a_400_and_the_largest_is_stored(setup):
+    api, _account, device = setup
+    fields = {"to": "1234", "body": "x", "device_id": device.pk}
+    too_big = api.post("messages", {**fields, "customer_id": 2**63})
+    assert "customer_id" in is_problem(too_big, 400)["errors"]
+    largest = api.post("messages", {**fields, "customer_id": 2**63 - 1})
+    assert largest.status_code == 201
+    listed = api.get("messages", {"customer_id": 2**63 - 1}).json()["results"]
+    assert [m["customer_id"] for m in listed] == [2**63 - 1]
+
+
+@pytest.mark.parametrize("resource", ["messages", "newsletters", "webhooks"])
+def test_true_is_not_a_device_id(setup, resource):
+    api, account, _device = setup
+    tag = Tag.objects.create(account=account, title="t")
+    payload = {
+        "messages": {"to": "1234", "body": "x"},
+        "newsletters": {"title": "T", "body": "b", "tags": [tag.pk]},
+        "webhooks": {"kind": "status", "url": "https://example.com/h"},
+    }[resource]
+    response = api.post(resource, {**payload, "device_id": True})
+    assert "device_id" in is_problem(response, 400)["errors"]
+
+
+@pytest.mark.parametrize("depth", [100, 1000, 100_000])
+def test_json_nested_deeply_is_a_400_problem(setup, depth):
+    api, _account, _device = setup
+    response = _post_raw(api, "messages", f'{{"to": {"[" * depth + "]" * depth}}}')
+    assert is_problem(response, 400)["detail"].endswith("is nested deeper than 32 levels")
+
+
+def test_a_lone_surrogate_in_json_is_a_400_naming_the_field(setup):
+    api, _account, device = setup
+    # A choice field quotes the value it refuses; rendering the surrogate back was a 500.
+    hooked = _post_raw(api, "webhooks", '{"kind": "\\ud800", "url": "https://example.com/h"}')
+    assert is_problem(hooked, 400)["detail"].startswith("kind contains an unpaired UTF-16")
+    sent = _post_raw(
+        api, "messages", f'{{"to": "1234", "body": "\\udc00", "device_id": {device.pk}}}'
+    )
+    assert is_problem(sent, 400)["detail"].startswith("body contains an unpaired UTF-16")
+    assert Message.objects.count() == 0 and WebhookEndpoint.objects.count() == 0
+
+
+def test_a_nul_in_a_recipient_is_a_400_naming_to(setup):
+    api, _account, device = setup
+    response = api.post("messages", {"to": ["1234\x00"], "body": "x", "device_id": device.pk})
+    assert is_problem(response, 400)["errors"]["to"] == [
+        "to must not contain NUL characters (U+0000)"
+    ]
+
+
+def test_a_json_body_over_the_upload_limit_is_a_413(setup, settings):
+    api, _account, device = setup
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api.post("messages", {"to": "1234", "body": "x" * 2000, "device_id": device.pk})
+    assert is_problem(response, 413)["detail"].startswith("The request body is larger than")
+
+
+def test_an_idempotency_key_with_a_nul_is_refused(setup):
+    api, _account, device = setup
+    response = api.post(
+        "messages",
+        {"to": "1234", "body": "x", "device_id": device.pk},
+        HTTP_IDEMPOTENCY_KEY="k\x00",
+    )
+    assert is_problem(response, 422)["detail"] == "Idempotency-Key must be printable text"
+    assert Message.objects.count() == 0
+
+
+def test_a_csv_import_with_a_nul_or_an_oversized_field_reports_those_rows(setup):
+    api, _account, _device = setup
+    content = (
+        b"phone,name\n+4915700000001,Anna\n+4915700000002,Be\x00n\n+4915700000003,"
+        + b"y" * 200_000
+        + b"\n+4915700000004,Dora\n"
+    )
+    uploaded = api.client.post(
+        API + "contacts/import", {"file": SimpleUploadedFile("c.csv", content)}
+    )
+    assert uploaded.status_code == 200, uploaded.content
+    result = uploaded.json()
+    assert result["created"] == 2
+    assert result["errors"] == {
+        "3": "name must not contain NUL characters (U+0000)",
+        "4": "the row cannot be read: field larger than field limit (131072)",
+    }
+    assert sorted(Contact.objects.values_list("name", flat=True)) == ["Anna", "Dora"]
+    assert api.get("contacts").status_code == 200
+
+
+def test_a_csv_import_without_a_phone_column_is_a_400(setup):
+    api, _account, _device = setup
+    csv_file = SimpleUploadedFile("c.csv", b"name,tags\nAnna,vip\n")
+    response = api.client.post(API + "contacts/import", {"file": csv_file})
+    assert is_problem(response, 400)["errors"] == {
+        "file": "The first row must name the columns, with at least 'phone'"
+    }

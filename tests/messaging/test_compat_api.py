@@ -967,3 +967,234 @@ def test_savepaket_errors(client, token, owner, device, fields, message):
     )
     assert answer["error"] == 1 and message in answer["message"]
     assert Newsletter.objects.count() == 0
+
+
+# --- Hostile input: clear errors, never a stored row that breaks a listing ----------------
+
+
+def _json_call(client, method: str, payload: dict | str):
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    return body(client.post(f"/getdata/{method}", text, content_type="application/json"))
+
+
+def test_a_send_time_that_is_year_10000_in_utc_is_refused_and_the_listings_keep_working(
+    client, token, device
+):
+    # 9999-12-31 23:59:59 at UTC-12 is 10000-01-01 11:59:59 UTC: PostgreSQL stored it, and
+    # then getallsms, the REST list and the device poll all failed reading it back.
+    answer = body(
+        client.post(
+            "/getdata/addsms",
+            {
+                "token": token,
+                "sendto": "+4915752982212",
+                "body": "x",
+                "device_id": device.pk,
+                "timetosend": "9999-12-31 23:59:59",
+                "timezone": "Etc/GMT+12",
+            },
+        )
+    )
+    assert answer == {
+        "error": 1,
+        "message": "timetosend is out of range: in UTC it must fall within the years 1 to 9999",
+    }
+    assert Message.objects.count() == 0
+    assert body(client.get("/getdata/getallsms", {"token": token}))["error"] == 0
+
+
+def test_savepaket_refuses_a_time_to_send_that_is_year_10000_in_utc(client, token, owner, device):
+    tag = Tag.objects.create(account=owner.account, title="a")
+    fields = {"token": token, "title": "T", "device_id": device.pk, "body": "B", "tags": tag.pk}
+    answer = body(
+        client.post(
+            "/getdata/savepaket",
+            {**fields, "time_to_send": "31.12.9999 23:59:59", "timezone": "Etc/GMT+12"},
+        )
+    )
+    assert answer["error"] == 1 and answer["message"].startswith("time_to_send is out of range")
+    assert Newsletter.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("timetosend", "message"),
+    [
+        ("9999-12-31 12:00:00", "timetosend is too far ahead: at most 10 years from now"),
+        ("2030-01-01T10:00:00+16:00", "timetosend has a UTC offset beyond ±15:59"),
+        ("0001-01-01 00:00:00", "timetosend is out of range"),
+    ],
+)
+def test_a_send_time_beyond_the_bounds_is_a_clear_error(client, token, device, timetosend, message):
+    answer = body(
+        client.post(
+            "/getdata/addsms",
+            {
+                "token": token,
+                "sendto": "1234",
+                "body": "x",
+                "device_id": device.pk,
+                "timetosend": timetosend,
+            },
+        )
+    )
+    assert answer["error"] == 1 and answer["message"].startswith(message), answer
+    assert Message.objects.count() == 0
+
+
+def test_a_send_time_ten_years_ahead_is_stored_and_read_back_in_any_zone(client, token, device):
+    ahead = timezone.now() + timedelta(days=3650)
+    answer = body(
+        client.post(
+            "/getdata/addsms",
+            {
+                "token": token,
+                "sendto": "1234",
+                "body": "x",
+                "device_id": device.pk,
+                "timetosend": f"{ahead:%Y-%m-%d %H:%M:%S}",
+            },
+        )
+    )
+    assert answer["error"] == 0
+    listed = body(
+        client.get("/getdata/getallsms", {"token": token, "timezone": "Pacific/Kiritimati"})
+    )
+    (item,) = listed["smss"].values()
+    assert item["timetosend"]["timezone"] == "Pacific/Kiritimati"
+
+
+def test_bulk_items_with_a_send_time_out_of_range_are_named(client, token, device):
+    item = {"sendto": "1234", "body": "x", "device_id": device.pk}
+    answer = _json_call(
+        client,
+        "addalotofsms",
+        {
+            "token": token,
+            "smsdata": [item, {**item, "timetosend": "9999-12-31 23:59:59"}],
+        },
+    )
+    (error,) = answer["errors"]
+    assert error["index"] == 1
+    assert error["message"].startswith("timetosend is too far ahead: at most 10 years from now")
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize("name", ["begindate", "enddate"])
+def test_getallsms_date_filters_out_of_range_in_utc_are_a_clear_error(client, token, name):
+    value, zone = (
+        ("9999-12-31", "Etc/GMT+12") if name == "enddate" else ("0001-01-01", "Asia/Tokyo")
+    )
+    answer = body(client.get("/getdata/getallsms", {"token": token, name: value, "timezone": zone}))
+    assert answer == {
+        "error": 1,
+        "message": f"{name} is out of range: in UTC it must fall within the years 1 to 9999",
+    }
+
+
+def test_getallsms_accepts_the_widest_filter_bounds_that_exist_in_utc(client, token):
+    answer = body(
+        client.get(
+            "/getdata/getallsms",
+            {"token": token, "begindate": "0001-01-01", "enddate": "9999-12-31"},
+        )
+    )
+    assert answer["error"] == 0
+
+
+@pytest.mark.parametrize(
+    "zone", ["../../etc/passwd", "Europe/Berlin\x00", "Europe Berlin", "+02:00"]
+)
+def test_a_timezone_that_is_not_a_zone_name_is_refused(client, token, zone):
+    answer = body(client.get("/getdata/getallsms", {"token": token, "timezone": zone}))
+    assert answer["error"] == 1 and answer["message"].startswith("Unknown timezone"), answer
+
+
+@pytest.mark.parametrize("field", ["body", "sendto", "token"])
+def test_a_nul_character_in_a_text_field_is_refused_naming_the_field(client, token, device, field):
+    fields = {"token": token, "sendto": "+4915752982212", "body": "hi", "device_id": device.pk}
+    fields[field] = fields[field] + "\x00"
+    answer = body(client.post("/getdata/addsms", fields))
+    assert answer == {"error": 1, "message": f"{field} must not contain NUL characters (U+0000)"}
+    assert Message.objects.count() == 0
+
+
+def test_a_nul_character_in_a_contact_name_or_tag_title_is_refused(client, token):
+    contact = body(
+        client.post("/getdata/savecontact", {"token": token, "phone": "1234", "name": "A\x00"})
+    )
+    tag = body(client.post("/getdata/savetag", {"token": token, "title": "T\x00"}))
+    assert contact["message"] == "fullname must not contain NUL characters (U+0000)"
+    assert tag["message"] == "title must not contain NUL characters (U+0000)"
+    assert Contact.objects.count() == 0 and Tag.objects.count() == 0
+
+
+def test_a_lone_surrogate_in_a_json_field_is_refused_naming_the_field(client, token, device):
+    single = _json_call(
+        client,
+        "addsms",
+        f'{{"token": "{token}", "sendto": "1234", "body": "a\\ud800", "device_id": {device.pk}}}',
+    )
+    assert single == {
+        "error": 1,
+        "message": "body contains an unpaired UTF-16 surrogate (U+D800); send valid Unicode text",
+    }
+    datajson = (
+        '{"token": "%s", "smsdata": [{"sendto": "1234", "body": "\\udfff", "device_id": %d}]}'
+    )
+    bulk = body(client.post("/getdata/addalotofsms", {"datajson": datajson % (token, device.pk)}))
+    assert bulk["message"].startswith("smsdata[0].body contains an unpaired UTF-16 surrogate")
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize("method", ["addsms", "getallsms", "gettoken"])
+def test_json_nested_a_thousand_deep_is_a_clear_error(client, token, method):
+    too_deep = {"error": 1, "message": "Request body is nested deeper than 32 levels"}
+    for depth in (1000, 100_000):
+        nested = "[" * depth + "]" * depth
+        assert _json_call(client, method, f'{{"token": "{token}", "x": {nested}}}') == too_deep
+    # Deep, but not so deep that Python's parser gives up: the field is named.
+    nested = "[" * 100 + "]" * 100
+    answer = _json_call(client, method, f'{{"token": "{token}", "x": {nested}}}')
+    assert answer == {"error": 1, "message": "x is nested deeper than 32 levels"}
+
+
+def test_datajson_nested_a_thousand_deep_is_a_clear_error(client, token):
+    for depth, named in ((1000, "datajson"), (100, "smsdata")):
+        nested = f'{{"token": "{token}", "smsdata": {"[" * depth + "]" * depth}}}'
+        answer = body(client.post("/getdata/addalotofsms", {"datajson": nested}))
+        assert answer == {"error": 1, "message": f"{named} is nested deeper than 32 levels"}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (2**70, "customerid must be an integer between -9223372036854775808 and "),
+        ("9" * 25, "customerid must be an integer between -9223372036854775808 and "),
+        (1e300, "customerid must be an integer between"),
+        ("--5", "customerid must be an integer"),
+        ("²", "customerid must be an integer"),
+    ],
+)
+def test_integers_beyond_64_bits_are_refused_naming_the_field(
+    client, token, device, value, message
+):
+    fields = {"token": token, "sendto": "1234", "body": "x", "device_id": device.pk}
+    answer = _json_call(client, "addsms", {**fields, "customerid": value})
+    assert answer["error"] == 1 and answer["message"].startswith(message), answer
+    assert Message.objects.count() == 0
+
+
+def test_the_largest_customer_id_is_stored_and_listed(client, token, device):
+    fields = {"token": token, "sendto": "1234", "body": "x", "device_id": device.pk}
+    assert _json_call(client, "addsms", {**fields, "customerid": 2**63 - 1})["error"] == 0
+    listed = body(client.get("/getdata/getallsms", {"token": token, "customerid": 2**63 - 1}))
+    assert [i["customerid"] for i in listed["smss"].values()] == [2**63 - 1]
+
+
+@pytest.mark.parametrize("field", ["device_id", "sim", "customerid"])
+def test_true_is_not_an_integer(client, token, device, field):
+    # JSON's true used to be read as 1: "device_id": true sent to device 1.
+    fields = {"token": token, "sendto": "1234", "body": "x", "device_id": device.pk}
+    answer = _json_call(client, "addsms", {**fields, field: True})
+    assert answer == {"error": 1, "message": f"{field} must be an integer"}
+    assert Message.objects.count() == 0

@@ -34,6 +34,9 @@ def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
         return handle()
     if len(key) > MAX_KEY_LENGTH:
         raise Unprocessable(f"Idempotency-Key is longer than {MAX_KEY_LENGTH} characters")
+    if not key.isprintable():
+        # Control characters (a NUL cannot even be stored) are no one's idempotency key.
+        raise Unprocessable("Idempotency-Key must be printable text")
     account = account_of(request)
     fingerprint = _fingerprint(request)
     try:

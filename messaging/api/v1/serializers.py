@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from contacts.models import Contact, Newsletter, Tag
 from devices.models import Device
+from gateway.api_fields import Int64Field, TimeField, check_text
 from gateway.models import ApiToken
 from messaging.encoding import encoding_of
 from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
@@ -33,9 +34,9 @@ class RecipientsField(serializers.Field):
                 raise serializers.ValidationError("a number or a list of numbers")
             if len(data) > MAX_RECIPIENTS:
                 raise serializers.ValidationError(f"at most {MAX_RECIPIENTS} recipients")
-            return ",".join(data)
+            return check_text(",".join(data), "to")
         if isinstance(data, str) and data.strip():
-            return data
+            return check_text(data, "to")
         raise serializers.ValidationError("a number or a list of numbers")
 
     def to_representation(self, value: Any) -> Any:
@@ -45,11 +46,17 @@ class RecipientsField(serializers.Field):
 class MessageCreateSerializer(serializers.Serializer):
     to = RecipientsField(help_text="A number, or a list of numbers (one message each).")
     body = serializers.CharField(max_length=1600, trim_whitespace=False)
-    device_id = serializers.IntegerField()
+    device_id = Int64Field()
     sim = serializers.IntegerField(min_value=0, max_value=7, default=0)
-    send_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    send_at = TimeField(
+        schedule=True,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="When to send (at most 10 years ahead); empty or past: now.",
+    )
     urgent = serializers.BooleanField(default=False)
-    customer_id = serializers.IntegerField(required=False, allow_null=True, default=None)
+    customer_id = Int64Field(required=False, allow_null=True, default=None)
 
 
 class MessageBatchSerializer(serializers.Serializer):
@@ -210,7 +217,10 @@ class ContactImportSerializer(serializers.Serializer):
 
 class NewsletterSerializer(serializers.ModelSerializer):
     tags = serializers.PrimaryKeyRelatedField(many=True, queryset=Tag.objects.none())
-    device_id = serializers.IntegerField()
+    device_id = Int64Field()
+    send_at = TimeField(
+        schedule=True, required=False, help_text="At most 10 years ahead; empty or past: now."
+    )
 
     class Meta:
         model = Newsletter
@@ -247,7 +257,7 @@ class NewsletterSerializer(serializers.ModelSerializer):
 
 
 class WebhookEndpointSerializer(serializers.ModelSerializer):
-    device_id = serializers.IntegerField(required=False, allow_null=True, default=None)
+    device_id = Int64Field(required=False, allow_null=True, default=None)
 
     class Meta:
         model = WebhookEndpoint

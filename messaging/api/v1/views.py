@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import Http404
+from django.http import Http404, QueryDict
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -20,7 +19,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, pagination, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -28,7 +27,9 @@ from contacts import services as contacts
 from contacts.models import Contact, Newsletter, Tag
 from devices import services as devices
 from devices.models import Device
+from gateway import inputs
 from gateway import services as accounts
+from gateway.api_fields import JSONParser
 from gateway.models import ApiToken
 from gateway.phones import InvalidPhone, normalize_phone
 from messaging import services as messaging
@@ -37,6 +38,37 @@ from messaging.api.v1 import serializers as wire
 from messaging.api.v1.base import PayloadTooLarge, Unprocessable, account_of
 from messaging.api.v1.idempotency import idempotent
 from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
+
+_INTEGER = re.compile(r"-?[0-9]{1,30}")
+
+
+def int_param(params: QueryDict, name: str) -> int | None:
+    """An integer query filter, or a 400 naming it; None when absent."""
+    if name not in params:
+        return None
+    value = str(params[name]).strip()
+    if not _INTEGER.fullmatch(value):
+        raise serializers.ValidationError({name: "an integer"})
+    try:
+        return inputs.check_int(int(value), name)
+    except inputs.InvalidInput as exc:
+        raise serializers.ValidationError({name: str(exc)}) from None
+
+
+def time_param(params: QueryDict, name: str) -> Any:
+    """An ISO 8601 query filter in UTC (naive: UTC), or a 400 naming it; None when absent."""
+    if name not in params:
+        return None
+    try:
+        moment = parse_datetime(str(params[name]).strip())
+    except ValueError:  # well formed, but no such time (2024-02-30)
+        moment = None
+    if moment is None:
+        raise serializers.ValidationError({name: "an ISO 8601 date-time"})
+    try:
+        return inputs.to_utc(moment, name)
+    except inputs.InvalidInput as exc:
+        raise serializers.ValidationError({name: str(exc)}) from None
 
 
 class Cursor(pagination.CursorPagination):
@@ -122,29 +154,22 @@ class MessageViewSet(AccountViewSet):
         if getattr(self, "swagger_fake_view", False):
             return messages
         params = self.request.query_params
-        try:
-            if "status" in params:
-                messages = messages.filter(status=int(params["status"]))
-            if "device" in params:
-                messages = messages.filter(device_id=int(params["device"]))
-            if "sim" in params:
-                messages = messages.filter(sim=int(params["sim"]))
-            if "customer_id" in params:
-                messages = messages.filter(customer_id=int(params["customer_id"]))
-            if "newsletter" in params:
-                messages = messages.filter(newsletter_id=int(params["newsletter"]))
-        except ValueError:
-            raise serializers.ValidationError(
-                {"query": "status, device, sim, customer_id and newsletter are integers"}
-            ) from None
+        for name, column in (
+            ("status", "status"),
+            ("device", "device_id"),
+            ("sim", "sim"),
+            ("customer_id", "customer_id"),
+            ("newsletter", "newsletter_id"),
+        ):
+            value = int_param(params, name)
+            if value is not None:
+                messages = messages.filter(**{column: value})
         for name, lookup in (
             ("created_after", "created_at__gte"),
             ("created_before", "created_at__lt"),
         ):
-            if name in params:
-                moment = parse_datetime(params[name])
-                if moment is None:
-                    raise serializers.ValidationError({name: "an ISO 8601 date-time"})
+            moment = time_param(params, name)
+            if moment is not None:
                 messages = messages.filter(**{lookup: moment})
         if "phone" in params:
             try:
@@ -358,10 +383,12 @@ class ContactViewSet(AccountViewSet, mixins.DestroyModelMixin):
 
     def get_queryset(self) -> QuerySet[Any]:
         contacts_ = self.scoped(Contact).prefetch_related("tags")
-        if self.request and "tag" in self.request.query_params:
-            contacts_ = contacts_.filter(tags__id=self.request.query_params["tag"])
+        tag = int_param(self.request.query_params, "tag") if self.request else None
+        if tag is not None:
+            contacts_ = contacts_.filter(tags__id=tag)
         return contacts_
 
+    @extend_schema(parameters=[OpenApiParameter("tag", OpenApiTypes.INT, description="tag id")])
     def list(self, request: Request) -> Response:
         return self.page(self.get_queryset(), wire.ContactSerializer)
 
@@ -424,17 +451,14 @@ class ContactViewSet(AccountViewSet, mixins.DestroyModelMixin):
         if upload is not None:
             if upload.size > 10 * 1024 * 1024:
                 raise PayloadTooLarge("The file is larger than 10 MB")
-            reader = csv.DictReader(
-                io.TextIOWrapper(upload.file, encoding="utf-8-sig", errors="replace")
-            )
-            rows: Any = (
-                {(k or "").strip().lower(): v or "" for k, v in row.items()} for row in reader
-            )
+            try:
+                result = contacts.import_csv(self.account(), upload.file)
+            except contacts.InvalidImport as exc:
+                raise serializers.ValidationError({"file": str(exc)}) from None
         else:
             payload = wire.ContactImportSerializer(data=request.data)
             payload.is_valid(raise_exception=True)
-            rows = payload.validated_data["contacts"]
-        result = contacts.import_contacts(self.account(), rows)
+            result = contacts.import_contacts(self.account(), payload.validated_data["contacts"])
         return Response(
             {
                 "created": result.created,
