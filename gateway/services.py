@@ -7,15 +7,16 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import authenticate
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from gateway import counters
 from gateway.models import Account, ApiToken, User
 
 log = logging.getLogger(__name__)
@@ -137,9 +138,9 @@ def check_password_login(email: str, password: str) -> User | None:
     return user if isinstance(user, User) else None
 
 
-# Failed attempts (logins for gettoken/smstosend/device pairing, pairing codes): at most
-# FAILURE_LIMIT per subject (an account, a client address) within FAILURE_WINDOW_SECONDS,
-# then refused until the window passes.
+# Failed attempts (logins for the admin, gettoken, smstosend and device pairing; pairing
+# codes): at most FAILURE_LIMIT per subject (an account, a client address) within
+# FAILURE_WINDOW_SECONDS, then refused until the window passes.
 FAILURE_LIMIT = 10
 FAILURE_WINDOW_SECONDS = 15 * 60
 
@@ -149,11 +150,16 @@ class TooManyFailures(Exception):
 
 
 class FailureLimiter:
-    """Counts failures per subject in fixed windows of the cache (atomic INCR on Redis).
+    """Counts failures per subject in fixed windows, reserving each attempt before it runs.
 
     A subject is refused while its current window and the one before hold FAILURE_LIMIT
-    failures together, so no span of one window lets more through. Subjects are hashed:
-    cache keys are visible to whoever can read Redis.
+    failures together, so no span of one window lets more through. reserve() counts the
+    attempt as a failure first (one atomic increment per subject) and only then lets it be
+    checked, so attempts made in parallel cannot all pass a check that none has counted
+    yet: at most FAILURE_LIMIT run, whatever their number. An attempt that did not fail gives
+    its reservation back. Subjects are hashed: cache keys are visible to whoever can read
+    Redis. While the cache is unreachable, the counts are kept per process
+    (gateway.counters), so the limit still holds in each process.
     """
 
     def __init__(self, kind: str, *subjects: str) -> None:
@@ -161,44 +167,72 @@ class FailureLimiter:
         hashed = [hashlib.sha256(s.encode()).hexdigest()[:32] for s in subjects]
         self.current = [f"fail:{kind}:{window}:{h}" for h in hashed]
         self.previous = [f"fail:{kind}:{window - 1}:{h}" for h in hashed]
+        self._reserved_in: counters.Counters | None = None
 
     def check(self) -> None:
-        try:
-            counts = cache.get_many(self.current + self.previous)
-        except Exception as exc:  # the cache (Redis) is down
-            # Logins must keep working while Redis is away; the limit resumes with it.
-            log.warning("failure counters unavailable, not limiting: %s", exc)
-            return
+        """Refuse (TooManyFailures) if a subject is at the limit; reserves nothing."""
+        counts, _ = counters.run(lambda store: store.get(self.current + self.previous))
         for now_key, before_key in zip(self.current, self.previous, strict=True):
             if counts.get(now_key, 0) + counts.get(before_key, 0) >= FAILURE_LIMIT:
                 raise TooManyFailures()
 
-    def failed(self) -> None:
-        try:
-            for key in self.current:
-                # Kept for two windows: the next window still reads this one.
-                cache.add(key, 0, timeout=2 * FAILURE_WINDOW_SECONDS)
-                try:
-                    cache.incr(key)
-                except ValueError:  # expired between add and incr
-                    cache.set(key, 1, timeout=2 * FAILURE_WINDOW_SECONDS)
-        except Exception as exc:
-            log.warning("could not count a failure: %s", exc)
+    def reserve(self) -> None:
+        """Count this attempt as a failure now, or refuse it (TooManyFailures), counting
+        nothing, if that takes a subject past the limit."""
+
+        def count(store: counters.Counters) -> tuple[list[int], dict[str, int]]:
+            # Kept for two windows: the next window still reads this one.
+            used = store.increment(self.current, timeout=2 * FAILURE_WINDOW_SECONDS)
+            return used, store.get(self.previous)
+
+        (used, before), self._reserved_in = counters.run(count)
+        for now_used, before_key in zip(used, self.previous, strict=True):
+            if now_used + before.get(before_key, 0) > FAILURE_LIMIT:
+                self.release()
+                raise TooManyFailures()
+
+    def release(self) -> None:
+        """The reserved attempt did not fail: give its count back. Once only."""
+        store, self._reserved_in = self._reserved_in, None
+        if store is not None:
+            counters.run(lambda s: s.decrement(self.current), store)
 
     def clear_first(self) -> None:
-        with contextlib.suppress(Exception):
-            cache.delete_many([self.current[0], self.previous[0]])
+        """The attempt succeeded: give its count back and forget the first subject's
+        failures (a correct password resets its account's count)."""
+        store = self._reserved_in
+        self.release()
+        counters.run(lambda s: s.delete([self.current[0], self.previous[0]]), store)
+
+    @contextlib.contextmanager
+    def attempt(self, *failures: type[BaseException]) -> Iterator[None]:
+        """Reserve an attempt for the block: it stays counted if the block raises one of
+        ``failures``, and is given back otherwise."""
+        self.reserve()
+        try:
+            yield
+        except failures:
+            raise
+        except BaseException:
+            self.release()
+            raise
+        self.release()
 
 
 def login_with_limits(email: str, password: str, client_ip: str) -> User | None:
     """check_password_login, refused (TooManyFailures) while the account or the client
-    address has failed too often. Blocked attempts run no password hash and count nothing
-    more; a successful login clears the account's count."""
+    address has failed too often. Every way to present a password (the admin, gettoken,
+    smstosend, device pairing) comes here, so they share one count. The attempt is counted
+    before the password is checked; refused attempts run no password hash and count
+    nothing. A successful login clears the account's count."""
     limiter = FailureLimiter("login", "email:" + email.strip().lower(), "ip:" + client_ip)
-    limiter.check()
-    user = check_password_login(email, password)
+    limiter.reserve()
+    try:
+        user = check_password_login(email, password)
+    except BaseException:
+        limiter.release()
+        raise
     if user is None:
-        limiter.failed()
-        return None
+        return None  # the reserved count stays: this was a failure
     limiter.clear_first()
     return user

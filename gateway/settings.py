@@ -203,6 +203,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Argon2id, 50-100 ms a login (gateway/hashers.py). The PBKDF2 hashers after it verify the
+# hashes made before it was the default; a successful login re-hashes them with Argon2id.
+PASSWORD_HASHERS = [
+    "gateway.hashers.GatewayArgon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+]
 
 # --- Time -----------------------------------------------------------------------------------
 

@@ -2,14 +2,18 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from gateway import views
+from gateway import admin_login, views
 from gateway.admin import dashboard_view
 from messaging.api.compat import getdata
+
+# The admin's password forms count failures with the APIs' logins (gateway/admin_login.py).
+admin.site.login_form = admin_login.AdminLoginForm
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
+    path("admin/password_change/", admin.site.admin_view(admin_login.password_change)),
     path("admin/", admin.site.urls),
     path("api/device/v1/", include("devices.api.urls")),
     path("api/v1/", include("messaging.api.v1.urls")),

@@ -270,10 +270,13 @@ class PairView(APIView):
         address = client_address(request._request)
         limiter = accounts.FailureLimiter("pair", "ip:" + address)
         try:
-            limiter.check()
             if data.get("code"):
-                device, token = services.pair_with_code(data["code"], details)
+                # Counted before the code is looked up, so parallel guesses cannot overrun it;
+                # given back when the code pairs.
+                with limiter.attempt(services.PairingRefused):
+                    device, token = services.pair_with_code(data["code"], details)
             else:
+                limiter.check()
                 user = accounts.login_with_limits(data["email"], data["password"], address)
                 if user is None:
                     return _error("login_failed", "Login or password incorrect", 401)
@@ -281,7 +284,6 @@ class PairView(APIView):
         except accounts.TooManyFailures:
             return _error("too_many_attempts", "Too many failed attempts; retry in 15 minutes", 429)
         except services.PairingRefused:
-            limiter.failed()
             return _error("pairing_refused", "Pairing code is unknown, used or expired", 403)
         return Response(
             {
