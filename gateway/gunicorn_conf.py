@@ -5,6 +5,23 @@ Command-line options (bind, workers, threads) still come from the Procfile / com
 
 import gc
 
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+
+from gateway.redaction import install as install_redaction
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, with secrets masked in its access and error lines: request lines
+    carry query strings (``?token=...``) and headers may be logged by a custom format."""
+
+    def setup(self, cfg: object) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            install_redaction(log)
+
+
+logger_class = RedactingLogger
+
 
 def post_worker_init(worker: object) -> None:
     # Everything loaded so far (Django, the app) lives as long as the worker: moving it out
