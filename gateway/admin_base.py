@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Model, QuerySet
+from django.db.models import DateTimeField, Model, QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
@@ -63,6 +64,13 @@ def account_of(request: HttpRequest) -> Account | None:
     return user.account
 
 
+def _storable_time(value: Any) -> None:
+    try:
+        inputs.stored_time(value, "Time")
+    except inputs.InvalidInput as exc:
+        raise ValidationError(str(exc)) from None
+
+
 class AccountScopedAdmin(admin.ModelAdmin):
     """A ModelAdmin whose every queryset and choice is limited to the user's account.
 
@@ -81,6 +89,13 @@ class AccountScopedAdmin(admin.ModelAdmin):
         if account is None:
             return queryset
         return queryset.filter(**{self.account_path: account.pk})
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        # A time typed here is stored like one sent to an API: it must render in any zone.
+        if isinstance(db_field, DateTimeField) and field is not None:
+            field.validators.append(_storable_time)
+        return field
 
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
         # A term no text column can hold (a NUL: PostgreSQL refuses to even compare it)

@@ -81,6 +81,28 @@ def test_the_admin_csv_import_without_a_phone_column_says_so(superuser):
     assert Contact.objects.count() == 0
 
 
+def test_a_time_at_the_end_of_the_calendar_is_a_form_error_in_any_admin_form(superuser):
+    client, account, _device = superuser
+    contact = Contact.objects.create(account=account, phone="+4915700000001", name="Anna")
+    fields = {
+        "account": account.pk,
+        "phone": contact.phone,
+        "name": "Anna",
+        "opted_out": "on",
+        "opted_out_at_0": "9999-12-31",
+        "opted_out_at_1": "23:59:59",
+        "events-TOTAL_FORMS": 0,
+        "events-INITIAL_FORMS": 0,
+    }
+    url = reverse("admin:contacts_contact_change", args=[contact.pk])
+    response = client.post(url, fields)
+    assert response.status_code == 200
+    assert "Time is out of range: in UTC it must fall between" in response.content.decode()
+    contact.refresh_from_db()
+    assert contact.opted_out_at is None
+    assert client.get(reverse("admin:contacts_contact_changelist")).status_code == 200
+
+
 def test_a_newsletter_send_time_too_far_ahead_is_a_form_error(superuser):
     client, account, device = superuser
     tag = Tag.objects.create(account=account, title="t")
@@ -91,8 +113,8 @@ def test_a_newsletter_send_time_too_far_ahead_is_a_form_error(superuser):
         "sim": 0,
         "body": "b",
         "tags": [tag.pk],
-        "send_at_0": "9999-12-31",
-        "send_at_1": "23:59:59",
+        "send_at_0": "2099-01-01",
+        "send_at_1": "12:00:00",
     }
     before = Newsletter.objects.count()
     response = client.post(reverse("admin:contacts_newsletter_add"), fields)
