@@ -596,12 +596,12 @@ def test_a_customer_id_beyond_64_bits_is_a_400_and_the_largest_is_stored(setup):
 def test_true_is_not_a_device_id(setup, resource):
     api, account, _device = setup
     tag = Tag.objects.create(account=account, title="t")
-    payload = {
+    payloads: dict[str, dict[str, object]] = {
         "messages": {"to": "1234", "body": "x"},
         "newsletters": {"title": "T", "body": "b", "tags": [tag.pk]},
         "webhooks": {"kind": "status", "url": "https://example.com/h"},
-    }[resource]
-    response = api.post(resource, {**payload, "device_id": True})
+    }
+    response = api.post(resource, {**payloads[resource], "device_id": True})
     assert "device_id" in is_problem(response, 400)["errors"]
 
 
