@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
@@ -12,6 +15,10 @@ from gateway.celery import app as celery_app
 from gateway.models import ServiceHeartbeat
 
 log = logging.getLogger(__name__)
+
+# /readyz answers within 2 s whatever hangs: the checks run side by side, each in its own
+# thread, and one that has not answered after this many seconds is reported as failed.
+CHECK_SECONDS = 1.5
 
 
 def check_database() -> str | None:
@@ -24,6 +31,43 @@ def check_database() -> str | None:
         log.warning("readiness: database unreachable: %s", exc)
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def _check_database_in_thread() -> str | None:
+    try:
+        return check_database()
+    finally:
+        connection.close()  # this thread's own connection; the thread ends here
+
+
+def run_bounded(
+    checks: dict[str, Callable[[], str | None]], seconds: float
+) -> dict[str, str | None]:
+    """Run the checks concurrently; a check still running after ``seconds`` counts as
+    failed ("no answer within ..."). Its thread is left to end on its own timeouts."""
+    results: dict[str, str | None] = {}
+    threads = []
+    for name, check in checks.items():
+
+        def run(name: str = name, check: Callable[[], str | None] = check) -> None:
+            try:
+                results[name] = check()
+            except Exception as exc:  # a check must report, never raise
+                results[name] = f"{type(exc).__name__}: {exc}"
+
+        thread = threading.Thread(target=run, name=f"readyz-{name}", daemon=True)
+        thread.start()
+        threads.append((name, thread))
+    deadline = time.monotonic() + seconds
+    report: dict[str, str | None] = {}
+    for name, thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if name in results:
+            report[name] = results[name]
+        else:
+            log.warning("readiness: %s did not answer within %.1f s", name, seconds)
+            report[name] = f"no answer within {seconds:g} s"
+    return report
 
 
 def check_broker() -> str | None:
@@ -45,8 +89,11 @@ def record_heartbeat(name: str) -> None:
 
 
 def readiness() -> tuple[bool, dict[str, Any]]:
-    db_error = check_database()
-    broker_error = check_broker()
+    """(ready, report): database and broker each answered within CHECK_SECONDS."""
+    errors = run_bounded(
+        {"database": _check_database_in_thread, "broker": check_broker}, CHECK_SECONDS
+    )
+    db_error, broker_error = errors["database"], errors["broker"]
     report: dict[str, Any] = {
         "database": db_error or "ok",
         "broker": broker_error or "ok",

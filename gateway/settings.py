@@ -52,6 +52,19 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def env_float(name: str, default: float, *, minimum: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw.strip()}")
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:
@@ -236,6 +249,11 @@ STORAGES = {
 
 REDIS_URL = env_str("REDIS_URL")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+# The longest any one Redis call (connect, a command, a publish) may wait. Redis only signals
+# and counts, so a hung Redis costs a request at most about this long and never an SMS; after
+# a failure each process leaves that server alone for 5 s (gateway/redis_guard.py). A waiting
+# long poll is not bound by it: its wait on the doorbell has its own timeout.
+REDIS_TIMEOUT_SECONDS = env_float("REDIS_TIMEOUT_SECONDS", 1.0, minimum=0.05)
 
 CACHES: dict[str, dict[str, Any]]
 if REDIS_URL:
@@ -244,7 +262,11 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "gateway",
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                "socket_timeout": REDIS_TIMEOUT_SECONDS,
+                "pool_class": "gateway.redis_guard.GuardedConnectionPool",
+            },
         }
     }
 else:
@@ -265,7 +287,13 @@ if CELERY_BROKER_URL:
         # Above the longest task's hard time limit, so a late-acked task is not redelivered
         # to a second worker while the first is still running it.
         "visibility_timeout": 3600,
-        "socket_connect_timeout": 3,
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        # Without it a publish to a hung Redis waits for ever. The worker's BRPOP and pub/sub
+        # reads are driven by its event loop (a read starts once data is there), so they are
+        # not cut short by it.
+        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+        # A channel on a broken connection reconnects once, not for ever.
+        "max_retries": 1,
     }
     CELERY_RESULT_BACKEND: str | None = env_str("CELERY_RESULT_BACKEND") or None
 else:
@@ -284,6 +312,20 @@ else:
     }
     CELERY_RESULT_BACKEND = None
 
+# A task sent after a commit must not hold the request when the broker hangs: the work is
+# in the database already and a beat sweep finds it. So: one connection attempt within
+# REDIS_TIMEOUT_SECONDS, and one quick publish retry (the request path sends with no retry
+# at all, see gateway.tasks.enqueue_on_commit).
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_TIMEOUT_SECONDS
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+# A Redis result backend (CELERY_RESULT_BACKEND), if one is configured, waits no longer.
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_TIMEOUT_SECONDS
+CELERY_REDIS_SOCKET_TIMEOUT = REDIS_TIMEOUT_SECONDS
 # Results are not read anywhere: tasks write their outcome to the database.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

@@ -71,6 +71,9 @@ def test_urls_configure_postgres_and_redis(tmp_path):
         ({"DEFAULT_ACCOUNT_TIME_ZONE": "Mars/Olympus"}, "not an IANA zone"),
         ({"WORKER_HEARTBEAT_SECONDS": "0"}, "must be at least 1"),
         ({"API_RATE_LIMIT": "lots"}, "API_RATE_LIMIT must look like"),
+        ({"REDIS_TIMEOUT_SECONDS": "soon"}, "REDIS_TIMEOUT_SECONDS must be a number"),
+        ({"REDIS_TIMEOUT_SECONDS": "0"}, "REDIS_TIMEOUT_SECONDS must be at least 0.05"),
+        ({"REDIS_TIMEOUT_SECONDS": "nan"}, "REDIS_TIMEOUT_SECONDS must be at least 0.05"),
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it(tmp_path, env, message):
@@ -83,7 +86,7 @@ def test_env_example_lists_every_variable_settings_read():
     import re
 
     source = (ROOT / "gateway" / "settings.py").read_text()
-    read = set(re.findall(r'env_(?:str|bool|int|list|choice)\(\s*"([A-Z_]+)"', source))
+    read = set(re.findall(r'env_(?:str|bool|int|float|list|choice)\(\s*"([A-Z_]+)"', source))
     procfile = set(re.findall(r"\$\{([A-Z_]+):-", (ROOT / "Procfile").read_text()))
     example = (ROOT / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z_]+)=", example, flags=re.M))
