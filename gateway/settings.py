@@ -466,6 +466,14 @@ WEBHOOK_FIRST_RETRY_SECONDS = env_int("WEBHOOK_FIRST_RETRY_SECONDS", 30, minimum
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
 # Hours an undeliverable webhook event is retried (with backoff up to an hour) before failing.
 WEBHOOK_RETRY_HOURS = env_int("WEBHOOK_RETRY_HOURS", 25, minimum=1)
+# Seconds one webhook attempt may take in all: name lookup, connect, TLS, request, answer.
+# Also what the REST test delivery holds a web thread at most. Below the delivery task's
+# 30 s time limit.
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1)
+if WEBHOOK_TIMEOUT_SECONDS > 25:
+    raise ImproperlyConfigured(
+        f"WEBHOOK_TIMEOUT_SECONDS must be at most 25, got {WEBHOOK_TIMEOUT_SECONDS}"
+    )
 
 # Seconds a phone has to confirm messages it polled before they return to the queue, and
 # to report an outcome after a confirmed message's send time before it ends "unknown".

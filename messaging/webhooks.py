@@ -7,11 +7,13 @@ lost). So a slow or dead receiver delays nothing but its own events.
 
 Signature: ``X-Webhook-Signature: sha256=<hex>`` is HMAC-SHA256 with the endpoint's secret
 over ``<X-Webhook-Timestamp>.<raw body>``. Retries back off exponentially from 30 s to an
-hour, for WEBHOOK_RETRY_HOURS (default 25), then the event is marked failed.
+hour, for WEBHOOK_RETRY_HOURS (default 25), then the event is marked failed. Each attempt
+has WEBHOOK_TIMEOUT_SECONDS in all (name lookup, connect, TLS, request and answer).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -21,6 +23,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -39,46 +42,174 @@ from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_SECONDS = 5
 MAX_RETRY_SECONDS = 3600
-# While a delivery runs, its event is not due again (a sweep must not send it twice).
+# While a delivery runs, its event is not due again (a sweep must not send it twice). Above
+# the longest attempt (WEBHOOK_TIMEOUT_SECONDS is at most 25).
 CLAIM_SECONDS = 60
 USER_AGENT = "sms-gateway-webhooks/1"
 
 
 class TargetRefused(ValueError):
-    """The URL points somewhere webhooks may not go (see WEBHOOK_ALLOW_PRIVATE_TARGETS)."""
+    """The URL is unusable (scheme, port) or points somewhere webhooks may not go (see
+    WEBHOOK_ALLOW_PRIVATE_TARGETS)."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """The receiver did not answer completely within WEBHOOK_TIMEOUT_SECONDS."""
+
+
+class _Deadline:
+    """The time limit of one outbound call, over everything it does.
+
+    Socket timeouts bound each read, not their sum: a receiver sending one header line every
+    few seconds would hold a delivery (and the operator's test request) for as long as it
+    likes. So every step gets only the time left, and a timer shuts the socket down when the
+    time is up, which also ends a read or a TLS handshake under way.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._timer: threading.Timer | None = None
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            self.expired = True
+            raise self.exceeded()
+        return left
+
+    def passed(self) -> bool:
+        return self.expired or time.monotonic() >= self.at
+
+    def exceeded(self) -> DeadlineExceeded:
+        return DeadlineExceeded(f"no complete answer within {self.seconds:g} s")
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down when the time is up."""
+
+        def cut() -> None:
+            self.expired = True
+            # The plain socket's shutdown, also for a TLS socket: it wakes the blocked read
+            # without touching the TLS state another thread is using.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+        self.cancel()
+        self._timer = threading.Timer(self.left(), cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 # --- Endpoints ------------------------------------------------------------------------------
 
+# Prefixes whose addresses lead to an IPv4 address, which must be allowed too.
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # ::a.b.c.d (deprecated, still routed)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215 local-use prefix
 
-def resolve_target(url: str) -> tuple[str, str, int, str]:
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a packet to ``ip`` ends up at (besides ``ip`` itself)."""
+    value = int(ip)
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip in _IPV4_COMPATIBLE or ip in _NAT64 or ip in _NAT64_LOCAL:
+        found.append(ipaddress.IPv4Address(value & 0xFFFF_FFFF))
+    if ip in _NAT64_LOCAL and (value >> 56) & 0xFF == 0 and value & 0xFF_FFFF == 0:
+        # A /64 NAT64 prefix (RFC 6052 section 2.2): bits 64-71 zero, the IPv4 address in
+        # bits 72-103. The /48 and /56 layouts end in zero bits, which the line above
+        # already reads as 0.0.0.0 and refuses.
+        found.append(ipaddress.IPv4Address((value >> 24) & 0xFFFF_FFFF))
+    if ip.sixtofour is not None:  # 2002:AABB:CCDD::/48 -> AA.BB.CC.DD
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:  # 2001::/32: the relay, and the client (bits inverted)
+        found.extend(ip.teredo)
+    return found
+
+
+def _is_forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Loopback, private, link-local, multicast or reserved, itself or through the IPv4
+    address it embeds (IPv4-mapped and -compatible, NAT64, 6to4, Teredo)."""
+    if not ip.is_global or ip.is_multicast:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        return any(not v4.is_global or v4.is_multicast for v4 in _embedded_ipv4(ip))
+    return False
+
+
+def _resolve(host: str, port: int, deadline: _Deadline) -> list[str]:
+    """The addresses of ``host`` (an IP literal is its own).
+
+    getaddrinfo has no timeout of its own (the resolver may retry for half a minute), so it
+    runs in a daemon thread that is given up when the deadline passes.
+    """
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return [host]
+    answer: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+
+    thread = threading.Thread(target=lookup, name="webhook-dns", daemon=True)
+    thread.start()
+    thread.join(deadline.left())
+    if not answer:
+        raise TargetRefused(f"Cannot resolve {host}: no answer within {deadline.seconds:g} s")
+    if isinstance(answer[0], OSError):
+        raise TargetRefused(f"Cannot resolve {host}: {answer[0]}")
+    return [str(info[4][0]) for info in answer[0]]
+
+
+def resolve_target(url: str, deadline: _Deadline | None = None) -> tuple[str, str, int, str]:
     """(scheme, host, port, IP to connect to) for a webhook URL, or TargetRefused.
 
     Loopback, private, link-local, multicast and reserved addresses are refused unless the
-    operator allows them: the server must not be a way into its own network. The address is
-    checked after DNS resolution and the connection goes to that very address, so a name
-    that resolves differently a second later (DNS rebinding) gains nothing.
+    operator allows them: the server must not be a way into its own network. IPv6 forms
+    that lead to an IPv4 address (::a.b.c.d, ::ffff:a.b.c.d, NAT64, 6to4, Teredo) are judged
+    by that address too. The address is checked after DNS resolution and the connection
+    goes to that very address, so a name that resolves differently a second later (DNS
+    rebinding) gains nothing. The lookup gets at most WEBHOOK_TIMEOUT_SECONDS (or what is
+    left of ``deadline``).
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetRefused("Webhook URLs must be http:// or https:// with a host name")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise TargetRefused(f"Cannot resolve {parts.hostname}: {exc}") from None
-    addresses = [str(info[4][0]) for info in infos]
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise TargetRefused(f"Webhook URL is not valid: {exc}") from None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise TargetRefused("Webhook URLs must be http:// or https:// with a host name")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    if not 1 <= port <= 65535:
+        raise TargetRefused("The port of a webhook URL must be a number from 1 to 65535")
+    deadline = deadline or _Deadline(settings.WEBHOOK_TIMEOUT_SECONDS)
+    addresses = _resolve(hostname, port, deadline)
+    if not addresses:
+        raise TargetRefused(f"Cannot resolve {hostname}: no addresses")
     if not settings.WEBHOOK_ALLOW_PRIVATE_TARGETS:
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global or ip.is_multicast:
+            if _is_forbidden(ip):
                 raise TargetRefused(
-                    f"{parts.hostname} resolves to {ip}, a private, loopback or reserved "
+                    f"{hostname} resolves to {ip}, a private, loopback or reserved "
                     "address; set WEBHOOK_ALLOW_PRIVATE_TARGETS=1 to allow it"
                 )
-    return parts.scheme, parts.hostname, port, addresses[0]
+    return parts.scheme, hostname, port, addresses[0]
 
 
 def add_endpoint(
@@ -250,39 +381,63 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to an already vetted IP address while sending the URL's Host."""
+    """Connects to an already vetted IP address while sending the URL's Host, within the
+    call's deadline."""
 
-    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, port: int, ip: str, deadline: _Deadline) -> None:
+        super().__init__(host, port, timeout=deadline.left())
         self._ip = ip
+        self._deadline = deadline
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = socket.create_connection((self._ip, self.port), self._deadline.left())
+        self._deadline.watch(self.sock)
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._ip = ip
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    default_port = http.client.HTTPS_PORT  # no ":443" in the Host header
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        raw = socket.create_connection((self._ip, self.port), self._deadline.left())
+        tls = ssl.create_default_context().wrap_socket(
+            raw, server_hostname=self.host, do_handshake_on_connect=False
+        )
+        self.sock = tls
+        self._deadline.watch(tls)
+        tls.settimeout(self._deadline.left())
+        tls.do_handshake()
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
-    scheme, host, port, ip = resolve_target(url)
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
-    connection = connection_class(host, port, ip, TIMEOUT_SECONDS)
+    """POST within WEBHOOK_TIMEOUT_SECONDS in all; DeadlineExceeded when that ran out."""
+    deadline = _Deadline(settings.WEBHOOK_TIMEOUT_SECONDS)
     try:
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read(64 * 1024)  # drain a little; the body is not used
-        return response.status
+        scheme, host, port, ip = resolve_target(url, deadline)
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
+        connection = connection_class(host, port, ip, deadline)
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            if deadline.passed():
+                # The cut socket reads as the end of the headers: not an answer.
+                raise deadline.exceeded()
+            # The status is the answer. Drain a little of the body so the receiver is not
+            # cut off mid-write, but a slow body does not undo an acknowledgement.
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                response.read(64 * 1024)
+            return response.status
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException) as exc:
+        if deadline.passed() and not isinstance(exc, DeadlineExceeded):
+            # What the cut socket made of it (a reset, an incomplete status line, a socket
+            # timeout) would only hide the reason.
+            raise deadline.exceeded() from exc
+        raise
     finally:
-        connection.close()
+        deadline.cancel()
 
 
 def _backoff(attempts: int) -> timedelta:
