@@ -195,9 +195,9 @@ def sweeps_section() -> None:
     from django.utils import timezone
 
     from contacts import services as contacts
-    from devices import services as devices
+    from devices import handoff
+    from messaging import lifecycle, webhooks
     from messaging import services as messaging
-    from messaging import webhooks
     from messaging.models import Message, Status
 
     rule(f"sweeps with {PENDING:,} pending SMS")
@@ -224,8 +224,8 @@ def sweeps_section() -> None:
         return len(ids)
 
     runs: list[tuple[str, Any]] = [
-        ("lease reaper (return_expired_leases)", devices.return_expired_leases),
-        ("outcome deadlines (settle_overdue)", devices.settle_overdue),
+        ("lease reaper (return_expired_leases)", handoff.return_expired_leases),
+        ("outcome deadlines (settle_overdue)", lifecycle.settle_overdue),
         ("expiry of stale queued SMS (expire_stale)", messaging.expire_stale),
         ("history pruning (prune_history)", messaging.prune_history),
         (

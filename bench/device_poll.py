@@ -1172,8 +1172,8 @@ def claim_sql(device_id: int) -> str | None:
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
+    from devices.handoff import poll
     from devices.models import Device
-    from devices.services import poll
 
     device = Device.objects.select_related("account").get(pk=device_id)
     found = None

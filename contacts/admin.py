@@ -16,6 +16,7 @@ from contacts import services
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
 from gateway import inputs
 from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
+from messaging.services import InvalidMessage, check_body
 
 MAX_CSV_BYTES = 10 * 1024 * 1024
 
@@ -138,8 +139,32 @@ class ContactAdmin(AccountScopedAdmin):
         return TemplateResponse(request, "admin/contacts/contact/import.html", context)
 
 
+class NewsletterForm(forms.ModelForm):
+    """Checks what it sends as the services do: the device's SIM slot, the body's bounds."""
+
+    class Meta:
+        model = Newsletter
+        fields = ("account", "title", "device", "sim", "body", "tags", "send_at")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        device, sim = data.get("device"), data.get("sim")
+        if device is not None and sim is not None and "sim" in self.fields:
+            try:
+                services.check_sender(device.account, device.pk, sim)
+            except InvalidMessage as exc:
+                self.add_error(exc.field if exc.field in self.fields else None, str(exc))
+        if data.get("body") and "body" in self.fields:
+            try:
+                check_body(data["body"])
+            except InvalidMessage as exc:
+                self.add_error("body", str(exc))
+        return data
+
+
 @admin.register(Newsletter)
 class NewsletterAdmin(AccountScopedAdmin):
+    form = NewsletterForm
     list_display = ("id", "title", "state", "send_at", "progress", "device")
     list_filter = ("state",)
     filter_horizontal = ("tags",)

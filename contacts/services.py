@@ -12,18 +12,21 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
 from devices import wake
-from devices.services import get_device, sim_slots_by_device
+from devices.models import Device
+from devices.queries import get_device, sim_slots_by_device
 from gateway import inputs
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone
 from gateway.tasks import enqueue_on_commit
-from messaging.encoding import segment_count
+from messaging import lifecycle
+from messaging import services as messaging
+from messaging.models import Message, Status
 from messaging.services import InvalidMessage, check_body
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,23 @@ def save_tag(account: Account, title: str) -> Tag:
     title = title.strip()[:150]
     existing = Tag.objects.for_account(account).filter(title=title).order_by("id").first()
     return existing or Tag.objects.create(account=account, title=title)
+
+
+class ContactNotFound(Exception):
+    pass
+
+
+def rename_tag(account: Account, tag_id: int, title: str) -> Tag:
+    """Give one of the account's tags a new title. Raises TagNotFound. Idempotent."""
+    if not Tag.objects.for_account(account).filter(pk=tag_id).update(title=title.strip()[:150]):
+        raise TagNotFound([tag_id])
+    return Tag.objects.get(pk=tag_id)
+
+
+def delete_tag(account: Account, tag_id: int) -> None:
+    """Delete one of the account's tags; its contacts stay. Raises TagNotFound."""
+    if not Tag.objects.for_account(account).filter(pk=tag_id).delete()[0]:
+        raise TagNotFound([tag_id])
 
 
 def _account_tags(account: Account, tag_ids: Iterable[int]) -> list[Tag]:
@@ -84,6 +104,50 @@ def save_contact(
     return contact
 
 
+def update_contact(
+    account: Account,
+    contact_id: int,
+    *,
+    name: str | None = None,
+    opted_out: bool | None = None,
+    tag_ids: Iterable[int] | None = None,
+    reason: str = "changed by the operator",
+) -> Contact:
+    """Change one of the account's contacts: its name, its consent (recorded in its history
+    with ``reason``), its tags (replaced). Its number does not change: a new number is a new
+    contact. Raises ContactNotFound or TagNotFound; nothing changes then. Idempotent."""
+    contact = Contact.objects.for_account(account).filter(pk=contact_id).first()
+    if contact is None:
+        raise ContactNotFound(contact_id)
+    tags = _account_tags(account, tag_ids) if tag_ids is not None else None
+    with transaction.atomic():
+        if name is not None and name.strip()[:150] != contact.name:
+            contact.name = name.strip()[:150]
+            contact.save(update_fields=["name"])
+        if opted_out is not None and opted_out != contact.opted_out:
+            set_opt_out(contact, opted_out, reason=reason)
+        if tags is not None:
+            contact.tags.set(tags)
+    return Contact.objects.get(pk=contact.pk)
+
+
+def delete_contact(account: Account, contact_id: int) -> None:
+    """Delete one of the account's contacts and its history. Raises ContactNotFound."""
+    if not Contact.objects.for_account(account).filter(pk=contact_id).delete()[0]:
+        raise ContactNotFound(contact_id)
+
+
+def check_sender(account: Account, device_id: int, sim: int) -> Device:
+    """The account's device that a newsletter would send from, if it has the SIM slot.
+
+    Raises DeviceNotFound, or InvalidMessage on the ``sim`` field. Reads only.
+    """
+    device = get_device(account, device_id)
+    if sim not in sim_slots_by_device(account, [device.pk]).get(device.pk, set()):
+        raise InvalidMessage(f"Device has no SIM slot {sim}", field="sim")
+    return device
+
+
 def create_newsletter(
     account: Account,
     *,
@@ -99,9 +163,7 @@ def create_newsletter(
     Validates like a single SMS (device, SIM slot, body); the messages are written when it
     falls due. Not idempotent: each call schedules a new newsletter.
     """
-    device = get_device(account, device_id)
-    if sim not in sim_slots_by_device(account, [device.pk]).get(device.pk, set()):
-        raise InvalidMessage(f"Device has no SIM slot {sim}")
+    device = check_sender(account, device_id, sim)
     check_body(body)
     tag_ids = list(tag_ids)
     if not tag_ids:
@@ -123,6 +185,83 @@ def create_newsletter(
     return newsletter
 
 
+_CHANGEABLE = ("title", "device_id", "sim", "body", "send_at")
+
+
+def update_newsletter(
+    account: Account, newsletter_id: int, *, tag_ids: Iterable[int] | None = None, **changes: Any
+) -> Newsletter:
+    """Change what a scheduled newsletter sends and when (title, device_id, sim, body,
+    send_at, tags), checked like a new one. Only while it is scheduled: otherwise
+    IllegalNewsletterChange, and nothing changes. Raises NewsletterNotFound,
+    DeviceNotFound, InvalidMessage (naming the field) or TagNotFound. Idempotent."""
+    unknown = set(changes) - set(_CHANGEABLE)
+    if unknown:
+        raise ValueError(f"not changeable: {sorted(unknown)}")
+    newsletter = _newsletter(account, newsletter_id)
+    if "device_id" in changes or "sim" in changes:
+        check_sender(
+            account,
+            changes.get("device_id", newsletter.device_id),
+            changes.get("sim", newsletter.sim),
+        )
+    if "body" in changes:
+        check_body(changes["body"])
+    if "title" in changes:
+        changes["title"] = changes["title"].strip()[:150]
+    if changes.get("send_at") is not None:
+        changes["send_at"] = max(changes["send_at"], timezone.now())
+    elif "send_at" in changes:
+        changes["send_at"] = timezone.now()
+    tags = _account_tags(account, tag_ids) if tag_ids is not None else None
+    if tags is not None and not tags:
+        raise TagNotFound([])
+    with transaction.atomic():
+        # Compare-and-set on the state: a fan-out that started meanwhile wins.
+        scheduled = Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.SCHEDULED)
+        if not (scheduled.update(**changes) if changes else scheduled.exists()):
+            raise IllegalNewsletterChange("Only a scheduled newsletter can be changed")
+        if tags is not None:
+            newsletter.tags.set(tags)
+        newsletter = Newsletter.objects.get(pk=newsletter.pk)
+        if newsletter.send_at <= timezone.now():
+            enqueue_on_commit("contacts.tasks.fan_out_newsletter", newsletter.pk)
+    return newsletter
+
+
+def delete_newsletter(account: Account, newsletter_id: int) -> None:
+    """Delete a newsletter that never went out (never fanned out, and scheduled, paused or
+    cancelled); one that did is cancelled instead, so its history stays. Raises
+    NewsletterNotFound or IllegalNewsletterChange."""
+    deleted = (
+        Newsletter.objects.for_account(account)
+        .filter(
+            pk=newsletter_id,
+            fanned_out_at__isnull=True,
+            state__in=[
+                Newsletter.State.SCHEDULED,
+                Newsletter.State.PAUSED,
+                Newsletter.State.CANCELLED,
+            ],
+        )
+        .delete()[0]
+    )
+    if not deleted:
+        _newsletter(account, newsletter_id)
+        raise IllegalNewsletterChange("This newsletter was sent; cancel it instead of deleting it")
+
+
+class NewsletterNotFound(Exception):
+    pass
+
+
+def _newsletter(account: Account, newsletter_id: int) -> Newsletter:
+    newsletter = Newsletter.objects.for_account(account).filter(pk=newsletter_id).first()
+    if newsletter is None:
+        raise NewsletterNotFound(newsletter_id)
+    return newsletter
+
+
 # --- Newsletter fan-out and states ----------------------------------------------------------
 
 
@@ -135,13 +274,10 @@ def recipients(newsletter: Newsletter) -> Any:
     ).distinct()
 
 
-_FAN_OUT_SQL = """
-INSERT INTO messaging_message (
-    account_id, device_id, sim, phone, phone_raw, body, status, send_at, urgent, segments,
-    error_detail, external_id, created_at, status_changed_at, newsletter_id
-)
-SELECT c.account_id, %s, %s, c.phone, c.phone, %s, %s, %s, %s, %s, '', '', %s, %s, %s
-FROM contacts_contact c
+# The contacts a newsletter goes to, as SQL for the fan-out's INSERT ... SELECT (the same
+# set as recipients(), written so that PostgreSQL reads each contact once).
+_RECIPIENTS_SQL = """
+SELECT c.phone FROM contacts_contact c
 WHERE c.account_id = %s
   AND c.opted_out = %s
   AND EXISTS (
@@ -149,7 +285,6 @@ WHERE c.account_id = %s
       JOIN contacts_newsletter_tags nt ON nt.tag_id = ct.tag_id
       WHERE ct.contact_id = c.id AND nt.newsletter_id = %s
   )
-ON CONFLICT DO NOTHING
 """
 
 
@@ -162,8 +297,6 @@ def fan_out(newsletter_id: int, *, now: datetime | None = None) -> int:
     anyway). A newsletter that is not scheduled, or not yet due, is left alone. Returns the
     number of messages written.
     """
-    from messaging.models import Status
-
     now = now or timezone.now()
     with transaction.atomic():
         newsletter = (
@@ -177,26 +310,9 @@ def fan_out(newsletter_id: int, *, now: datetime | None = None) -> int:
             Newsletter.objects.filter(pk=newsletter.pk).update(state=Newsletter.State.CANCELLED)
             log.warning("newsletter %s cancelled: its device was deleted", newsletter.pk)
             return 0
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _FAN_OUT_SQL,
-                [
-                    newsletter.device_id,
-                    newsletter.sim,
-                    newsletter.body,
-                    Status.NEW.value,
-                    now,
-                    False,
-                    segment_count(newsletter.body),
-                    now,
-                    now,
-                    newsletter.pk,
-                    newsletter.account_id,
-                    False,
-                    newsletter.pk,
-                ],
-            )
-            written = max(cursor.rowcount, 0)
+        written = messaging.store_newsletter(
+            newsletter, (_RECIPIENTS_SQL, [newsletter.account_id, False, newsletter.pk])
+        )
         Newsletter.objects.filter(pk=newsletter.pk).update(
             state=Newsletter.State.SENDING,
             fanned_out_at=now,
@@ -263,9 +379,6 @@ def cancel_newsletter(account: Account, newsletter_id: int) -> int:
 
     Returns how many messages were cancelled. Cancelling again changes nothing.
     """
-    from messaging import services as messaging
-    from messaging.models import Message, Status
-
     with transaction.atomic():
         stoppable = [*_PAUSABLE, Newsletter.State.PAUSED]
         updated = (
@@ -285,21 +398,15 @@ def cancel_newsletter(account: Account, newsletter_id: int) -> int:
             newsletter_id=newsletter_id, status__in=[Status.NEW, Status.TAKEN]
         ).values_list("id", flat=True)
         return len(
-            messaging.move(
-                list(pending),
-                Status.CANCELLED,
-                account=account,
-                where=Q(confirmed_at__isnull=True),
-                source=f"newsletter {newsletter_id} cancelled",
-            ).moved
+            lifecycle.cancel_unconfirmed(
+                list(pending), account=account, source=f"newsletter {newsletter_id} cancelled"
+            )
         )
 
 
 def finish_newsletters(limit: int = 100) -> int:
     """Newsletters that are sending and have no message left in the queue or with a phone
     become done. Bounded; idempotent."""
-    from messaging.models import Message, Status
-
     in_flight = Message.objects.filter(
         newsletter_id=OuterRef("pk"), status__in=[Status.NEW, Status.TAKEN]
     )

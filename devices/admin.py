@@ -3,18 +3,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from devices import services
+from devices import queries, services
 from devices.models import Device, PairingCode, SimSlot
 from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
-from messaging.models import Message, MessageStatusChange, Status
 
 
 class SimSlotInline(ScopedInline):
@@ -71,6 +70,8 @@ class DeviceAdmin(AccountScopedAdmin):
         ),
     )
     readonly_fields = (
+        # The phone reports its platform limit; the operator does not set it.
+        "segments_per_minute",
         "imei",
         "serial_number",
         "app_version",
@@ -81,37 +82,20 @@ class DeviceAdmin(AccountScopedAdmin):
         "paired_at",
     )
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A device stays in the account it was paired with: its history is that account's.
+        return (*self.readonly_fields, "account") if obj is not None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
+        if not change:  # devices are added by pairing (add_view), never by this form
+            raise PermissionDenied
+        changes = {f: form.cleaned_data[f] for f in form.changed_data if f in services.SETTABLE}
+        services.update_settings(obj.account, obj.pk, **changes)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        # Correlated subqueries: evaluated only for the devices on the page, each from an
-        # index (queued: the claim index; sent today: history by time), never a scan of
-        # all messages.
         midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-
-        def per_device(queryset: QuerySet[Any], device_field: str) -> Any:
-            counted = (
-                queryset.filter(**{device_field: OuterRef("pk")})
-                .order_by()
-                .values(device_field)
-                .annotate(n=Count("pk"))
-                .values("n")
-            )
-            return Coalesce(Subquery(counted), 0)
-
-        return (
-            super()
-            .get_queryset(request)
-            .prefetch_related("sims")
-            .annotate(
-                waiting=per_device(Message.objects.filter(status=Status.NEW), "device"),
-                leased=per_device(Message.objects.filter(status=Status.TAKEN), "device"),
-                sent_today_count=per_device(
-                    MessageStatusChange.objects.filter(
-                        changed_at__gte=midnight, to_status=Status.SENT
-                    ),
-                    "message__device",
-                ),
-            )
-        )
+        devices = super().get_queryset(request).prefetch_related("sims")
+        return queries.with_sent_since(queries.with_queue(devices), midnight)
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
         # A device is added by pairing a phone: show a pairing code, its QR code and command.
@@ -119,7 +103,7 @@ class DeviceAdmin(AccountScopedAdmin):
 
     @admin.display(description="Online")
     def online_badge(self, device: Device) -> str:
-        online = services.is_online(device)
+        online = queries.is_online(device)
         color, text = ("#2e7d32", "online") if online else ("#9e9e9e", "offline")
         return format_html(
             '<span style="color:#fff;background:{};padding:1px 6px;border-radius:8px">{}</span>',
@@ -141,11 +125,11 @@ class DeviceAdmin(AccountScopedAdmin):
 
     @admin.display(description="Queue (waiting / with phone)")
     def queue(self, device: Any) -> str:
-        return f"{device.waiting} / {device.leased}"
+        return f"{device.queue_waiting} / {device.queue_with_phone}"
 
     @admin.display(description="Sent today")
     def sent_today(self, device: Any) -> int:
-        return int(device.sent_today_count)
+        return int(device.sent_since)
 
 
 @admin.register(PairingCode)
@@ -157,8 +141,6 @@ class PairingCodeAdmin(AccountScopedAdmin):
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
         if not self.has_add_permission(request):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         account = account_of(request) or getattr(request.user, "account", None)
         pairing, code = services.create_pairing_code(account)  # type: ignore[arg-type]

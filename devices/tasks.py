@@ -2,7 +2,8 @@
 
 from celery import shared_task
 
-from devices import services
+from devices import handoff, services
+from messaging import lifecycle
 
 
 @shared_task(name="devices.tasks.sweep_leases", ignore_result=True)
@@ -12,8 +13,8 @@ def sweep_leases() -> None:
     Polls also return a device's own expired leases, so this only matters for devices that
     stopped polling. Both steps are bounded and idempotent; a backlog drains over runs.
     """
-    services.return_expired_leases(limit=5000)
-    services.settle_overdue(limit=5000)
+    handoff.return_expired_leases(limit=5000)
+    lifecycle.settle_overdue(limit=5000)
 
 
 @shared_task(name="devices.tasks.announce_device_states", ignore_result=True)

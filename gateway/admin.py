@@ -14,11 +14,11 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from devices.models import Device
-from devices.services import is_online
+from devices.queries import is_online
 from gateway import services
 from gateway.admin_base import AccountScopedAdmin, account_of
 from gateway.models import Account, ApiToken, ServiceHeartbeat, User
-from messaging.models import FAILURES, MessageStatusChange, Status
+from messaging.models import FAILED, MessageStatusChange, Status
 
 
 class EmailUserCreationForm(UserCreationForm):
@@ -165,7 +165,7 @@ class ServiceHeartbeatAdmin(admin.ModelAdmin):
 _BUCKETS = {
     "sent": Q(to_status=Status.SENT),
     "delivered": Q(to_status=Status.DELIVERED),
-    "failed": Q(to_status__in=[*FAILURES, Status.NOT_DELIVERED]),
+    "failed": Q(to_status__in=FAILED),
 }
 
 

@@ -20,7 +20,7 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 
 from gateway import services
-from messaging.api.compat import client_address
+from gateway.clients import client_address
 
 TOO_MANY = "Too many failed logins for this account or from this address; try again in 15 minutes."
 

@@ -12,6 +12,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -30,6 +32,51 @@ class TokenNotFound(Exception):
 
 def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class InvalidAccount(ValueError):
+    """The account or its first login cannot be created; the text says why."""
+
+
+def create_account(
+    email: str,
+    password: str,
+    *,
+    name: str = "",
+    time_zone: str | None = None,
+    staff: bool = True,
+    superuser: bool = False,
+) -> User:
+    """A new account and its first login, its owner, in one transaction.
+
+    The owner is staff of this account only (the admin shows them their account's objects)
+    unless ``staff`` is false (API only); ``superuser`` makes the server's operator, who
+    sees every account. Raises InvalidAccount for a bad or taken email or a bad time zone;
+    nothing is stored then. Not idempotent: the email must be new.
+    """
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise InvalidAccount(f"Not an email address: {email!r}") from None
+    if User.objects.filter(email=email).exists():
+        raise InvalidAccount(f"A login with the email {email} already exists")
+    with transaction.atomic():
+        account = Account(name=(name or email)[:150])
+        if time_zone:
+            account.time_zone = time_zone
+        try:
+            account.full_clean()
+        except ValidationError as exc:
+            raise InvalidAccount("; ".join(exc.messages)) from None
+        account.save()
+        return User.objects.create_user(
+            email,
+            password,
+            account=account,
+            is_staff=staff or superuser,
+            is_superuser=superuser,
+        )
 
 
 def create_api_token(account: Account, name: str) -> tuple[ApiToken, str]:
@@ -56,18 +103,33 @@ def _derive_compat_token(account: Account) -> str:
 
 
 def compat_token(account: Account) -> str:
-    """Return the account's SMSGateway24 token: the same value on every call.
+    """Return the account's SMSGateway24 token: the same value on every call until revoked.
 
     The token is derived from the server secret and the account's salt, so the database
     holds only its hash. The first call (or the first after a salt or SECRET_KEY change)
-    registers the hash and revokes any previous compatibility token. Idempotent.
+    registers the hash and revokes any previous compatibility token. When the derived
+    token was revoked (REST or admin revoke), the account gets a new salt and so a fresh
+    token: a revoked token is never handed out again. Idempotent otherwise.
     """
     secret = _derive_compat_token(account)
-    digest = hash_token(secret)
-    if ApiToken.objects.filter(token_hash=digest, revoked_at__isnull=True).exists():
+    if ApiToken.objects.filter(token_hash=hash_token(secret), revoked_at__isnull=True).exists():
         return secret
     try:
         with transaction.atomic():
+            # One writer per account: concurrent first calls agree on one salt and token.
+            locked = Account.objects.select_for_update().get(pk=account.pk)
+            account.compat_token_salt = locked.compat_token_salt
+            secret = _derive_compat_token(account)
+            known = list(
+                ApiToken.objects.filter(token_hash=hash_token(secret)).values_list(
+                    "revoked_at", flat=True
+                )
+            )
+            if known and known[0] is None:
+                return secret  # registered meanwhile
+            if known:
+                _new_compat_salt(account)
+                secret = _derive_compat_token(account)
             ApiToken.objects.filter(
                 account=account, kind=ApiToken.Kind.COMPAT, revoked_at__isnull=True
             ).update(revoked_at=timezone.now())
@@ -75,31 +137,35 @@ def compat_token(account: Account) -> str:
                 account=account,
                 name="SMSGateway24 compatibility token",
                 kind=ApiToken.Kind.COMPAT,
-                token_hash=digest,
+                token_hash=hash_token(secret),
                 prefix=secret[:8],
             )
     except IntegrityError:
-        # A concurrent first call registered the same hash; the token is valid either way.
+        # SQLite has no row lock: a concurrent first call registered the same hash.
         pass
     return secret
 
 
-def rotate_compat_token(account: Account) -> str:
-    """Revoke the account's compatibility token and return its successor."""
-    with transaction.atomic():
-        Account.objects.filter(pk=account.pk).update(compat_token_salt=secrets.token_hex(16))
-        account.refresh_from_db(fields=["compat_token_salt"])
-        ApiToken.objects.filter(
-            account=account, kind=ApiToken.Kind.COMPAT, revoked_at__isnull=True
-        ).update(revoked_at=timezone.now())
-    return compat_token(account)
+def _new_compat_salt(account: Account) -> None:
+    account.compat_token_salt = secrets.token_hex(16)
+    Account.objects.filter(pk=account.pk).update(compat_token_salt=account.compat_token_salt)
 
 
 def revoke_token(account: Account, token_id: int) -> None:
-    """Revoke one of the account's tokens. Revoking a revoked token changes nothing."""
-    if not ApiToken.objects.for_account(account).filter(pk=token_id).exists():
+    """Revoke one of the account's tokens. Revoking a revoked token changes nothing.
+
+    Revoking the compatibility token also gives the account a new salt, so the next
+    ``gettoken`` answers a fresh token (that is how it is rotated).
+    """
+    token = ApiToken.objects.for_account(account).filter(pk=token_id).first()
+    if token is None:
         raise TokenNotFound(token_id)
-    ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    with transaction.atomic():
+        revoked = ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        if revoked and token.kind == ApiToken.Kind.COMPAT:
+            _new_compat_salt(account)
 
 
 def authenticate_token(secret: str) -> ApiToken | None:

@@ -124,6 +124,9 @@ BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
 if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
+    # The proxy speaks HTTPS to browsers: the admin's cookies never travel in clear text.
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
 
 INSTALLED_APPS = [
     # First, so its admin templates (the index with the dashboard link) take precedence.
@@ -453,8 +456,8 @@ OPT_OUT_KEYWORDS = [
 ]
 OPT_IN_KEYWORDS = [k.upper() for k in env_list("OPT_IN_KEYWORDS", ["START", "UNSTOP", "SUBSCRIBE"])]
 
-# Queued SMS no phone took within this many hours of their send time end "expired" (21);
-# 0 keeps them queued for ever.
+# Waiting SMS no phone took within this many hours of their send time end "expired" (21);
+# 0 keeps them waiting for ever.
 MESSAGE_EXPIRY_HOURS = env_int("MESSAGE_EXPIRY_HOURS", 7 * 24, minimum=0)
 # Status history and finished webhook events older than this many days are deleted
 # (messages themselves are kept); 0 keeps everything.

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from contacts.models import Newsletter
 from devices.models import Device
@@ -375,15 +375,18 @@ class WebhookEventAdmin(AccountScopedAdmin):
 
     @admin.display(description="Delivery log")
     def delivery_log(self, event: WebhookEvent) -> str:
-        rows = "".join(
-            format_html(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td></tr>",
-                entry.get("at", ""),
-                entry.get("status") or "-",
-                entry.get("error") or "ok",
-                entry.get("ms", ""),
-            )
-            for entry in event.log
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td></tr>",
+            (
+                (
+                    entry.get("at", ""),
+                    entry.get("status") or "-",
+                    entry.get("error") or "ok",
+                    entry.get("ms", ""),
+                )
+                for entry in event.log
+            ),
         )
         return format_html(
             "<table><tr><th>at</th><th>HTTP</th><th>result</th><th>took</th></tr>{}</table>", rows

@@ -77,33 +77,46 @@ FAILURES = frozenset(
 )
 # What a phone can say happened to a message it took.
 OUTCOMES = frozenset({Status.SENT, Status.DELIVERED, Status.NOT_DELIVERED} | FAILURES)
+# What counts as "failed" wherever results are summed up (newsletter progress, the admin's
+# dashboard): the phone's failures, no delivery, never sent in time, no word from the phone.
+FAILED = FAILURES | {Status.NOT_DELIVERED, Status.EXPIRED, Status.UNKNOWN}
 
 # The legal moves: target status -> the statuses it may be reached from. Everything not
 # listed is illegal. Reading it by target is what a compare-and-set needs
-# (UPDATE ... WHERE status IN sources).
+# (UPDATE ... WHERE status IN sources). The keys are the statuses of our lifecycle.
 #
 # - NEW is reached only from TAKEN: a lease the phone never confirmed goes back to the queue.
-# - Outcomes are reachable from TAKEN/QUEUED and also from UNKNOWN: a late report from the
-#   phone is the truth and replaces our guess. Likewise a message cancelled after the phone
+# - Outcomes are reachable from TAKEN and also from UNKNOWN: a late report from the phone
+#   is the truth and replaces our guess. Likewise a message cancelled after the phone
 #   confirmed it may still have gone out: "sent"/"delivered" from the phone then wins.
 # - Monotonic: DELIVERED, NOT_DELIVERED and failures are final, so a late or repeated
 #   "sent" after "delivered" is not a legal move and changes nothing.
 # - INCOMING is only ever created, never moved into or out of.
-_IN_FLIGHT = (Status.TAKEN, Status.QUEUED)
+# - QUEUED (3) is a code of the hosted service that this server never produces (a phone's
+#   own queue is our TAKEN and confirmed): clients may know it, the lifecycle has no move
+#   into or out of it.
 LEGAL_SOURCES: dict[Status, frozenset[Status]] = {
     Status.NEW: frozenset({Status.TAKEN}),
     Status.TAKEN: frozenset({Status.NEW}),
-    Status.QUEUED: frozenset({Status.TAKEN}),
-    Status.SENT: frozenset({*_IN_FLIGHT, Status.UNKNOWN, Status.CANCELLED}),
-    Status.DELIVERED: frozenset({*_IN_FLIGHT, Status.SENT, Status.UNKNOWN, Status.CANCELLED}),
-    Status.NOT_DELIVERED: frozenset({*_IN_FLIGHT, Status.SENT, Status.UNKNOWN, Status.CANCELLED}),
-    **{failure: frozenset({Status.NEW, *_IN_FLIGHT, Status.UNKNOWN}) for failure in FAILURES},
-    Status.CANCELLED: frozenset({Status.NEW, *_IN_FLIGHT}),
+    Status.SENT: frozenset({Status.TAKEN, Status.UNKNOWN, Status.CANCELLED}),
+    Status.DELIVERED: frozenset({Status.TAKEN, Status.SENT, Status.UNKNOWN, Status.CANCELLED}),
+    Status.NOT_DELIVERED: frozenset({Status.TAKEN, Status.SENT, Status.UNKNOWN, Status.CANCELLED}),
+    **{failure: frozenset({Status.NEW, Status.TAKEN, Status.UNKNOWN}) for failure in FAILURES},
+    Status.CANCELLED: frozenset({Status.NEW, Status.TAKEN}),
     Status.EXPIRED: frozenset({Status.NEW}),
-    Status.UNKNOWN: frozenset(_IN_FLIGHT),
+    Status.UNKNOWN: frozenset({Status.TAKEN}),
     Status.INCOMING: frozenset(),
 }
-FINAL = frozenset(s for s in Status if not any(s in sources for sources in LEGAL_SOURCES.values()))
+# Statuses of the lifecycle with no legal move out of them.
+FINAL = frozenset(
+    s for s in LEGAL_SOURCES if not any(s in sources for sources in LEGAL_SOURCES.values())
+)
+
+# The hand-off's two sub-states of TAKEN. Leased but not confirmed: the phone may never
+# have got it, so it returns to the queue when its lease expires. Confirmed: the phone has
+# it and owes an outcome; it is never handed out again.
+UNCONFIRMED = Q(status=Status.TAKEN, confirmed_at__isnull=True)
+CONFIRMED = Q(status=Status.TAKEN, confirmed_at__isnull=False)
 
 
 class Message(models.Model):
@@ -190,25 +203,27 @@ class Message(models.Model):
                 name="message_newsletter_idx",
                 condition=Q(newsletter__isnull=False),
             ),
-            # Queued messages by age, for the expiry sweep.
-            models.Index(fields=["send_at"], name="message_pending_idx", condition=Q(status=1)),
+            # Waiting (NEW) messages by send time, for the expiry sweep.
+            models.Index(
+                fields=["send_at"], name="message_pending_idx", condition=Q(status=Status.NEW)
+            ),
             # Leases awaiting confirmation (re-poll, reaper) and confirmed ones awaiting an
             # outcome (deadline sweep).
             models.Index(
                 fields=["device", "lease_expires_at"],
                 name="message_lease_idx",
-                condition=Q(status=2, confirmed_at__isnull=True),
+                condition=UNCONFIRMED,
             ),
             # Cancellations a phone must hear of (confirmed, then cancelled), per device.
             models.Index(
                 fields=["device", "status_changed_at"],
                 name="message_cancel_notice_idx",
-                condition=Q(status=20, confirmed_at__isnull=False),
+                condition=Q(status=Status.CANCELLED, confirmed_at__isnull=False),
             ),
             models.Index(
                 fields=["outcome_deadline_at"],
                 name="message_outcome_due_idx",
-                condition=Q(status=2, confirmed_at__isnull=False),
+                condition=CONFIRMED,
             ),
         ]
         constraints = [
@@ -224,7 +239,7 @@ class Message(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["device", "external_id"],
-                condition=Q(status=5) & ~Q(external_id=""),
+                condition=Q(status=Status.INCOMING) & ~Q(external_id=""),
                 name="message_incoming_once_per_device",
             ),
         ]

@@ -1,34 +1,33 @@
-"""Messages: creation and every status change. The ONLY writer of ``Message.status``.
+"""Messages: creation, listing, and what operators and clients do to them.
 
-Every move is a compare-and-set: rows are locked, the legal sources of the target status
-(``models.LEGAL_SOURCES``) are checked, and the UPDATE repeats the status it saw in its
-WHERE clause. A move repeated (a duplicate report from a phone) finds the message already
-in the target status and changes nothing; an illegal move changes nothing and is reported
-as rejected. Each real move writes one history row in the same transaction.
+Creation (outgoing from the APIs, incoming from phones, newsletter fan-out) is the one
+place rows are written with their first status. Every later status change goes through
+``messaging.lifecycle``, the only writer of status; cancel, resend, reassign and
+mark_failed here are the clients' and operators' verbs on top of it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
-from django.db.models import Case, F, Q, Value, When
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from devices import wake
+from contacts.models import Newsletter
+from devices import queries, wake
 from devices.models import Device
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone, split_recipients
-from messaging import webhooks
+from messaging import lifecycle, webhooks
 from messaging.encoding import segment_count
-from messaging.models import FAILURES, LEGAL_SOURCES, Message, MessageStatusChange, Status
+from messaging.lifecycle import MoveResult
+from messaging.models import IdempotencyKey, Message, MessageStatusChange, Status, WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,171 +51,6 @@ class InvalidMessage(ValueError):
     def __init__(self, message: str, *, field: str = "body") -> None:
         super().__init__(message)
         self.field = field
-
-
-@dataclass
-class MoveResult:
-    moved: list[int] = field(default_factory=list)
-    # Already in the target status: the move had happened before.
-    unchanged: list[int] = field(default_factory=list)
-    # Not found in scope, or the move is illegal from the message's current status.
-    rejected: list[int] = field(default_factory=list)
-
-
-def _fields_for(target: Status, now: datetime, detail: str) -> dict[str, Any]:
-    fields: dict[str, Any] = {"status": target, "status_changed_at": now}
-    if target == Status.NEW:
-        # Back in the queue: the next poll leases and paces it afresh.
-        fields["lease_expires_at"] = None
-        fields["lease_id"] = None
-        fields["not_before_at"] = None
-    elif target == Status.SENT:
-        fields["sent_at"] = Coalesce(F("sent_at"), now)
-    elif target == Status.DELIVERED:
-        fields["sent_at"] = Coalesce(F("sent_at"), now)
-        fields["delivered_at"] = now
-    if target in FAILURES or target in (Status.NOT_DELIVERED, Status.UNKNOWN, Status.EXPIRED):
-        fields["error_detail"] = detail[:500]
-    return fields
-
-
-# Newsletter progress counters: how many of its messages are in each bucket right now.
-# move() keeps them exact by adding (in bucket after) - (in bucket before) for every move, so
-# reading progress never counts the message table.
-NEWSLETTER_BUCKETS = {
-    "sent_count": frozenset({Status.SENT, Status.DELIVERED, Status.NOT_DELIVERED}),
-    "delivered_count": frozenset({Status.DELIVERED}),
-    "failed_count": FAILURES | {Status.NOT_DELIVERED, Status.EXPIRED, Status.UNKNOWN},
-}
-
-
-def _count_for_newsletters(moves: list[tuple[int | None, Status]], target: Status) -> None:
-    from contacts.models import Newsletter
-
-    deltas: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for newsletter_id, source in moves:
-        if newsletter_id is None:
-            continue
-        for counter, bucket in NEWSLETTER_BUCKETS.items():
-            change = (target in bucket) - (source in bucket)
-            if change:
-                deltas[newsletter_id][counter] += change
-    for newsletter_id, changes in deltas.items():
-        Newsletter.objects.filter(pk=newsletter_id).update(
-            **{counter: F(counter) + change for counter, change in changes.items() if change}
-        )
-
-
-def _per_message_cases(ids: list[int], per_message: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
-    """Column -> CASE id WHEN ... expression setting each message's own value."""
-    columns = {column for i in ids for column in per_message.get(i, {})}
-    cases: dict[str, Any] = {}
-    for column in columns:
-        field = Message._meta.get_field(column)
-        assert isinstance(field, models.Field)
-        whens = [
-            When(id=i, then=Value(per_message[i][column], output_field=field))
-            for i in ids
-            if column in per_message.get(i, {})
-        ]
-        cases[column] = Case(*whens, default=F(column), output_field=field)
-    return cases
-
-
-def move(
-    message_ids: Iterable[int],
-    target: Status | int,
-    *,
-    account: Account | None = None,
-    device: Device | None = None,
-    only_from: Iterable[Status] | None = None,
-    source: str = "",
-    detail: str = "",
-    extra: dict[str, Any] | None = None,
-    per_message: Mapping[int, dict[str, Any]] | None = None,
-    where: Q | None = None,
-) -> MoveResult:
-    """Move messages to ``target`` where that is a legal move; idempotent.
-
-    ``account`` and ``device`` scope the messages: an id outside the scope is rejected
-    exactly like an id that does not exist. ``only_from`` narrows the legal sources further
-    (a lease reaper moves TAKEN back to NEW, never anything else), and ``where`` adds any
-    other condition the rows must meet at the moment of the move. ``extra`` sets more
-    columns in the same UPDATE, ``per_message`` sets columns per message (CASE on the id,
-    still one UPDATE); only services pass them.
-    """
-    target = Status(target)
-    sources = set(LEGAL_SOURCES[target])
-    if only_from is not None:
-        sources &= {Status(s) for s in only_from}
-    ids = sorted({int(i) for i in message_ids})
-    result = MoveResult()
-    if not ids:
-        return result
-    now = timezone.now()
-    with transaction.atomic():
-        scoped = Message.objects.filter(id__in=ids)
-        if account is not None:
-            scoped = scoped.filter(account=account)
-        if device is not None:
-            scoped = scoped.filter(device=device)
-        if where is not None:
-            scoped = scoped.filter(where)
-        # Locked in id order, so two concurrent moves of overlapping sets cannot deadlock.
-        locked = scoped.select_for_update().order_by("id")
-        rows = {
-            r[0]: r
-            for r in locked.values_list("id", "status", "newsletter_id", "account_id", "device_id")
-        }
-        current = {message_id: row[1] for message_id, row in rows.items()}
-        by_source: dict[int, list[int]] = defaultdict(list)
-        for message_id in ids:
-            status = current.get(message_id)
-            if status is None:
-                result.rejected.append(message_id)
-            elif status == target:
-                result.unchanged.append(message_id)
-            elif status in sources:
-                by_source[status].append(message_id)
-            else:
-                result.rejected.append(message_id)
-        fields = {**_fields_for(target, now, detail), **(extra or {})}
-        history: list[MessageStatusChange] = []
-        for from_status, group in by_source.items():
-            group_fields = dict(fields)
-            if per_message:
-                group_fields.update(_per_message_cases(group, per_message))
-            updated = Message.objects.filter(id__in=group, status=from_status).update(
-                **group_fields
-            )
-            # The rows are locked, so the compare-and-set cannot miss; if it ever did, the
-            # history would lie, and that is worth failing the transaction for.
-            if updated != len(group):
-                raise RuntimeError(f"status of messages {group} changed under a row lock")
-            result.moved.extend(group)
-            history.extend(
-                MessageStatusChange(
-                    message_id=message_id,
-                    from_status=from_status,
-                    to_status=target,
-                    changed_at=now,
-                    source=source[:50],
-                    detail=detail[:500],
-                )
-                for message_id in group
-            )
-        MessageStatusChange.objects.bulk_create(history)
-        # Outbox rows in this same transaction: an event exists exactly when its move does.
-        webhooks.status_changed(
-            [(h.message_id, rows[h.message_id][3], rows[h.message_id][4]) for h in history], target
-        )
-        _count_for_newsletters(
-            [(rows[h.message_id][2], Status(h.from_status)) for h in history], target
-        )
-    result.moved.sort()
-    if result.moved:
-        log.info("moved %d message(s) to %s (%s)", len(result.moved), target.name, source)
-    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +78,9 @@ class InvalidBatch(Exception):
         return shown + more
 
 
+# Every new message row is written with these columns, in this order, whoever creates it
+# (an API's batch, a phone's upload, a newsletter's fan-out) and however (bulk_create,
+# COPY, INSERT ... SELECT). The rest keep their defaults until the lifecycle moves it.
 _MESSAGE_COLUMNS = (
     "account_id",
     "device_id",
@@ -260,7 +97,49 @@ _MESSAGE_COLUMNS = (
     "external_id",
     "created_at",
     "status_changed_at",
+    "sent_at",
+    "newsletter_id",
 )
+
+
+def _row(
+    account_id: int,
+    device_id: int | None,
+    sim: int,
+    phone: str | None,
+    phone_raw: str | None,
+    body: str,
+    status: Status,
+    send_at: datetime,
+    segments: int,
+    now: datetime,
+    *,
+    urgent: bool = False,
+    customer_id: int | None = None,
+    external_id: str = "",
+    sent_at: datetime | None = None,
+    newsletter_id: int | None = None,
+) -> tuple[Any, ...]:
+    """One new message as a row of _MESSAGE_COLUMNS."""
+    return (
+        account_id,
+        device_id,
+        sim,
+        phone,
+        phone_raw,
+        body,
+        status,
+        send_at,
+        urgent,
+        customer_id,
+        segments,
+        "",
+        external_id,
+        now,
+        now,
+        sent_at,
+        newsletter_id,
+    )
 
 
 def check_body(body: str) -> int:
@@ -301,9 +180,7 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
     within bounds, every recipient is a phone number, the batch is within MAX_BATCH SMS. A
     send time in the past means now. Reads only.
     """
-    from devices.services import sim_slots_by_device
-
-    slots = sim_slots_by_device(account, {r.device_id for r in requests})
+    slots = queries.sim_slots_by_device(account, {r.device_id for r in requests})
     now = timezone.now()
     rows: list[tuple[Any, ...]] = []
     errors: list[tuple[int, str]] = []
@@ -330,7 +207,7 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                 except InvalidPhone as exc:
                     raise InvalidMessage(str(exc)) from None
                 rows.append(
-                    (
+                    _row(
                         account.pk,
                         request.device_id,
                         request.sim,
@@ -339,13 +216,10 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                         request.body,
                         Status.NEW,
                         send_at,
-                        request.urgent,
-                        request.customer_id,
                         segments,
-                        "",
-                        "",
                         now,
-                        now,
+                        urgent=request.urgent,
+                        customer_id=request.customer_id,
                     )
                 )
         except InvalidMessage as exc:
@@ -387,26 +261,109 @@ def _copy_rows(rows: list[tuple[Any, ...]]) -> None:
                 copy.write_row(row)
 
 
-def create_message(
-    account: Account,
-    *,
-    device: Device,
-    phone: str,
-    body: str,
-    sim: int = 0,
-    send_at: datetime | None = None,
-    urgent: bool = False,
-    customer_id: int | None = None,
-) -> Message:
-    """Store one outgoing SMS to one recipient as NEW (see submit)."""
-    request = OutgoingSms(device.pk, phone, body, sim, send_at, urgent, customer_id)
-    try:
-        (message_id,) = submit(account, [request])
-    except InvalidBatch as exc:
-        raise InvalidMessage(exc.errors[0][1]) from None
-    except ValueError:
-        raise InvalidMessage("Exactly one recipient expected") from None
-    return Message.objects.get(pk=message_id)
+@dataclass(frozen=True)
+class IncomingSms:
+    """An SMS a phone received, as it uploads it."""
+
+    external_id: str  # the phone's own id of the SMS
+    sender: str
+    body: str
+    sim: int = 0
+    received_at: datetime | None = None
+
+
+def store_incoming(
+    device: Device, items: Sequence[IncomingSms]
+) -> tuple[dict[str, int], list[tuple[int, str, str]]]:
+    """Store SMS a phone received as INCOMING; the phone's own id makes it idempotent.
+
+    Returns {phone's id: our message id} (the same ids when an upload is repeated) and the
+    newly stored ones as (id, sender, body), each announced to webhooks once. Callers wrap
+    it in their transaction when they act on the new ones (keywords).
+    """
+    now = timezone.now()
+    rows = []
+    for item in items:
+        try:
+            sender = normalize_phone(item.sender)
+        except InvalidPhone:
+            sender = item.sender.strip()[:32]  # alphanumeric senders ("VODAFONE") stay as sent
+        received = item.received_at or now
+        rows.append(
+            Message(
+                **dict(
+                    zip(
+                        _MESSAGE_COLUMNS,
+                        _row(
+                            device.account_id,
+                            device.pk,
+                            item.sim,
+                            sender,
+                            item.sender[:64],
+                            item.body,
+                            Status.INCOMING,
+                            received,
+                            segment_count(item.body) if item.body else 1,
+                            now,
+                            external_id=item.external_id[:64],
+                            sent_at=received,
+                        ),
+                        strict=True,
+                    )
+                )
+            )
+        )
+    mine = Message.objects.filter(
+        device=device,
+        status=Status.INCOMING,
+        external_id__in=[i.external_id[:64] for i in items],
+    )
+    with transaction.atomic():
+        known = set(mine.values_list("id", flat=True))
+        Message.objects.bulk_create(rows, ignore_conflicts=True)
+        stored = dict(mine.values_list("external_id", "id"))
+        fresh = [
+            (message_id, row.phone, row.body)
+            for row in rows
+            if (message_id := stored.get(row.external_id)) and message_id not in known
+        ]
+        webhooks.received([message_id for message_id, _, _ in fresh])
+    return stored, fresh
+
+
+def store_newsletter(newsletter: Newsletter, recipients: tuple[str, list[Any]]) -> int:
+    """One NEW message per phone of ``recipients`` (SQL selecting a ``phone`` column, and
+    its parameters), sent as the newsletter says: one INSERT ... SELECT, no per-contact
+    Python. A phone that has its message already is skipped (the unique (newsletter,
+    phone) constraint), so a repeated run writes nothing. Returns how many were written.
+    """
+    now = timezone.now()
+    constants = _row(
+        newsletter.account_id,
+        newsletter.device_id,
+        newsletter.sim,
+        None,
+        None,
+        newsletter.body,
+        Status.NEW,
+        now,
+        segment_count(newsletter.body),
+        now,
+        newsletter_id=newsletter.pk,
+    )
+    from_recipient = ("phone", "phone_raw")
+    select = ", ".join("r.phone" if c in from_recipient else "%s" for c in _MESSAGE_COLUMNS)
+    params = [
+        v for c, v in zip(_MESSAGE_COLUMNS, constants, strict=True) if c not in from_recipient
+    ]
+    sql, recipient_params = recipients
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO messaging_message ({', '.join(_MESSAGE_COLUMNS)}) "  # noqa: S608
+            f"SELECT {select} FROM ({sql}) r WHERE true ON CONFLICT DO NOTHING",
+            [*params, *recipient_params],
+        )
+        return max(cursor.rowcount, 0)
 
 
 def get_message(account: Account, message_id: int) -> Message:
@@ -537,11 +494,12 @@ def cancel(account: Account, message_ids: Iterable[int], *, source: str = "") ->
     later is refused). One the phone already confirmed is cancelled too, and the phone hears
     of it on its next poll; it may have sent it already, and a "sent" report then wins.
     """
-    return move(message_ids, Status.CANCELLED, account=account, source=source or "cancel")
+    return lifecycle.move(message_ids, Status.CANCELLED, account=account, source=source or "cancel")
 
 
 def expire_stale(*, limit: int = 5000) -> int:
-    """Queued messages whose send time is older than MESSAGE_EXPIRY_HOURS end EXPIRED.
+    """Messages still waiting (NEW) whose send time is older than MESSAGE_EXPIRY_HOURS end
+    EXPIRED.
 
     Bounded per run (a backlog drains over runs); idempotent. Returns how many moved.
     """
@@ -555,7 +513,9 @@ def expire_stale(*, limit: int = 5000) -> int:
     )
     detail = f"not taken by a phone within {settings.MESSAGE_EXPIRY_HOURS} h"
     return len(
-        move(ids, Status.EXPIRED, only_from=[Status.NEW], detail=detail, source="expiry").moved
+        lifecycle.move(
+            ids, Status.EXPIRED, only_from=[Status.NEW], detail=detail, source="expiry"
+        ).moved
     )
 
 
@@ -564,8 +524,6 @@ def prune_history(*, limit: int = 10_000) -> int:
 
     Messages are kept. Bounded per run; idempotent. Returns how many rows went.
     """
-    from messaging.models import IdempotencyKey, WebhookEvent
-
     # Idempotency keys are promised for 24 hours, whatever the retention.
     IdempotencyKey.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).delete()
     if not settings.HISTORY_RETENTION_DAYS:
@@ -604,15 +562,13 @@ def resend(account: Account, message_ids: Iterable[int]) -> list[int]:
 
 
 def reassign(account: Account, message_ids: Iterable[int], device_id: int, sim: int) -> int:
-    """Move the account's queued messages to another device or SIM slot.
+    """Move the account's waiting messages to another device or SIM slot.
 
     Only messages no phone holds (NEW) move; a lease not yet confirmed is first returned
     to the queue. The device must be the account's and have the slot. Compare-and-set on
     the status, so a message taken meanwhile stays where it is. Returns how many moved.
     """
-    from devices.services import sim_slots_by_device
-
-    if sim not in sim_slots_by_device(account, [device_id]).get(device_id, set()):
+    if sim not in queries.sim_slots_by_device(account, [device_id]).get(device_id, set()):
         raise InvalidMessage("Device not found, or it has no such SIM slot")
     ids = list(
         Message.objects.for_account(account)
@@ -620,14 +576,7 @@ def reassign(account: Account, message_ids: Iterable[int], device_id: int, sim: 
         .values_list("id", flat=True)
     )
     with transaction.atomic():
-        move(
-            ids,
-            Status.NEW,
-            account=account,
-            only_from=[Status.TAKEN],
-            where=Q(confirmed_at__isnull=True),
-            source="reassigned",
-        )
+        lifecycle.return_unconfirmed(ids, account=account, source="reassigned")
         moved = Message.objects.filter(id__in=ids, status=Status.NEW).update(
             device_id=device_id, sim=sim
         )
@@ -637,7 +586,7 @@ def reassign(account: Account, message_ids: Iterable[int], device_id: int, sim: 
 
 def mark_failed(account: Account, message_ids: Iterable[int], reason: str) -> MoveResult:
     """An operator's verdict: the messages failed (code 9). Only where that move is legal."""
-    return move(
+    return lifecycle.move(
         message_ids,
         Status.GENERIC_FAILURE,
         account=account,

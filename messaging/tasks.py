@@ -20,6 +20,6 @@ def sweep_webhooks() -> None:
 
 @shared_task(name="messaging.tasks.housekeeping", ignore_result=True)
 def housekeeping() -> None:
-    """Beat: expire stale queued messages, prune old history. Bounded and idempotent."""
+    """Beat: expire stale waiting messages, prune old history. Bounded and idempotent."""
     services.expire_stale()
     services.prune_history()

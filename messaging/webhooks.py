@@ -36,6 +36,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from devices.queries import get_device
 from gateway.models import Account
 from gateway.tasks import enqueue_on_commit
 from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
@@ -216,13 +217,57 @@ def add_endpoint(
     account: Account, kind: str, url: str, *, device_id: int | None = None
 ) -> WebhookEndpoint:
     """Register a webhook URL for the account (or one of its devices). Checks the target."""
-    from devices.services import get_device
-
     if kind not in WebhookEndpoint.Kind.values:
         raise ValueError(f"kind must be one of {WebhookEndpoint.Kind.values}")
     resolve_target(url)
     device = get_device(account, device_id) if device_id is not None else None
     return WebhookEndpoint.objects.create(account=account, device=device, kind=kind, url=url)
+
+
+class EndpointNotFound(Exception):
+    pass
+
+
+def _endpoint(account: Account, endpoint_id: int) -> WebhookEndpoint:
+    endpoint = WebhookEndpoint.objects.for_account(account).filter(pk=endpoint_id).first()
+    if endpoint is None:
+        raise EndpointNotFound(endpoint_id)
+    return endpoint
+
+
+def update_endpoint(
+    account: Account,
+    endpoint_id: int,
+    *,
+    url: str | None = None,
+    kind: str | None = None,
+    enabled: bool | None = None,
+) -> WebhookEndpoint:
+    """Change one of the account's webhook endpoints; a new URL is checked like a new one.
+
+    Raises EndpointNotFound, TargetRefused, or ValueError for an unknown kind. Events
+    already written keep the URL they were written for. Idempotent.
+    """
+    endpoint = _endpoint(account, endpoint_id)
+    if kind is not None and kind not in WebhookEndpoint.Kind.values:
+        raise ValueError(f"kind must be one of {WebhookEndpoint.Kind.values}")
+    if url is not None:
+        resolve_target(url)
+    changes = {
+        name: value
+        for name, value in (("url", url), ("kind", kind), ("enabled", enabled))
+        if value is not None
+    }
+    for name, value in changes.items():
+        setattr(endpoint, name, value)
+    if changes:
+        endpoint.save(update_fields=list(changes))
+    return endpoint
+
+
+def delete_endpoint(account: Account, endpoint_id: int) -> None:
+    """Remove one of the account's endpoints with its delivery log. Raises EndpointNotFound."""
+    _endpoint(account, endpoint_id).delete()
 
 
 # --- Events (written inside the transaction of the change) ----------------------------------
@@ -275,7 +320,7 @@ def status_changed(moved: list[tuple[int, int, int | None]], target: Status) -> 
     """Outbox events for messages that just moved to ``target`` (spec §5.1 payload).
 
     ``moved`` is (message, account, device) as move() already read them. Called by
-    messaging.services.move inside its transaction: one query (the endpoints) when nobody
+    messaging.lifecycle's moves inside their transaction: one query (the endpoints) when nobody
     listens, which is the usual case on the poll and report paths.
     """
     if not moved:

@@ -121,9 +121,14 @@ def make_message(make_device: Callable[..., Any]) -> Callable[..., Any]:
     from messaging import services
 
     def make(account: Any, *, device: Any = None, **overrides: Any):
-        overrides.setdefault("phone", "+4915752982212")
-        overrides.setdefault("body", "Hello")
-        return services.create_message(account, device=device or make_device(account), **overrides)
+        from messaging.models import Message
+
+        phone = overrides.pop("phone", "+4915752982212")
+        body = overrides.pop("body", "Hello")
+        device = device or make_device(account)
+        request = services.OutgoingSms(device.pk, phone, body, **overrides)
+        (message_id,) = services.submit(account, [request])
+        return Message.objects.get(pk=message_id)
 
     return make
 

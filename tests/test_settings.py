@@ -94,3 +94,22 @@ def test_env_example_lists_every_variable_settings_read():
     known = read | procfile
     assert known <= listed, f"missing from .env.example: {sorted(known - listed)}"
     assert listed <= known, f".env.example names unknown variables: {sorted(listed - known)}"
+
+
+def test_behind_a_proxy_the_session_and_csrf_cookies_are_secure(tmp_path):
+    code = (
+        "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'gateway.settings'; "
+        "import django; django.setup(); "
+        "from django.test import Client; "
+        "from django.conf import settings; settings.ALLOWED_HOSTS = ['testserver']; "
+        "response = Client().get('/admin/login/', secure=True); "
+        "print(response.cookies['csrftoken'].output())"
+    )
+    for proxy, secure in (("1", True), ("0", False)):
+        env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+        env.update({"GATEWAY_VAR_DIR": str(tmp_path / "var"), "BEHIND_PROXY": proxy})
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert ("; Secure" in result.stdout) is secure, result.stdout

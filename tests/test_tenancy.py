@@ -5,7 +5,7 @@ import pytest
 from devices.models import Device
 from gateway.models import ApiToken
 from gateway.services import create_api_token
-from messaging import services
+from messaging import lifecycle, services
 from messaging.models import Message, Status
 
 
@@ -25,15 +25,16 @@ def test_a_foreign_message_id_is_not_found(two_accounts, make_message):
 def test_a_foreign_message_cannot_be_moved(two_accounts, make_message):
     alice, bob = two_accounts
     bobs = make_message(bob)
-    result = services.move([bobs.pk], Status.CANCELLED, account=alice)
+    result = lifecycle.move([bobs.pk], Status.CANCELLED, account=alice)
     assert result.rejected == [bobs.pk]
     assert Message.objects.get(pk=bobs.pk).status == Status.NEW
 
 
 def test_a_message_cannot_be_created_on_a_foreign_device(two_accounts, make_device):
     alice, bob = two_accounts
-    with pytest.raises(services.InvalidMessage, match="Device not found"):
-        services.create_message(alice, device=make_device(bob), phone="+4915752982212", body="x")
+    foreign = services.OutgoingSms(make_device(bob).pk, "+4915752982212", "x")
+    with pytest.raises(services.InvalidBatch, match="Device not found"):
+        services.submit(alice, [foreign])
     assert Message.objects.count() == 0
 
 

@@ -1,20 +1,17 @@
 """The device protocol, ``/api/device/v1/``: what phones (and the reference agent) call.
 
-Views translate JSON to service calls and back; the rules live in ``devices.services``.
+Views translate JSON to service calls and back; the rules live in ``devices.services``
+(pairing, heartbeat) and ``devices.handoff`` (poll, confirm, report, incoming).
 Every error is ``{"error": {"code": ..., "message": ...}}`` with a meaningful HTTP status.
 docs/device-protocol.md is the reference for app writers.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-from django.db import connection
 from django.http import FileResponse, HttpRequest
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions, serializers, status
@@ -22,11 +19,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from devices import services, wake
+from devices import handoff, services
 from devices.models import Device
 from gateway import services as accounts
 from gateway.api_fields import Int64Field, TimeField
-from messaging.api.compat import client_address
+from gateway.clients import client_address
+from messaging.lifecycle import Outcome
+from messaging.services import IncomingSms
 
 AGENT_FILE = Path(__file__).resolve().parent.parent / "agent" / "sms_agent.py"
 
@@ -176,7 +175,7 @@ class PollSerializer(HeartbeatSerializer):
     slots = serializers.ListField(
         child=serializers.IntegerField(min_value=0, max_value=7), required=False, max_length=8
     )
-    wait = serializers.IntegerField(min_value=0, max_value=services.MAX_WAIT_SECONDS, default=0)
+    wait = serializers.IntegerField(min_value=0, max_value=handoff.MAX_WAIT_SECONDS, default=0)
 
 
 class ConfirmSerializer(serializers.Serializer):
@@ -307,12 +306,6 @@ class HeartbeatView(DeviceView):
         return Response({"poll_interval": device.delay_between_requests})
 
 
-# Long polls hold a web thread while they wait; at most this many wait at once per process,
-# so waiting phones can never take every thread from the APIs. Beyond it, polls answer at
-# once (the phone then polls at its interval).
-_waiters = threading.BoundedSemaphore(settings.LONG_POLL_MAX_WAITERS)
-
-
 class PollView(DeviceView):
     def post(self, request: Request) -> Response:
         payload = PollSerializer(data=request.data)
@@ -321,12 +314,7 @@ class PollView(DeviceView):
         services.heartbeat(device, payload.beat())
         slots = payload.validated_data.get("slots")
         wait = payload.validated_data["wait"]
-        result = services.poll(device, slots)
-        if not result.messages and wait > 0 and wake.enabled() and _waiters.acquire(False):
-            try:
-                result = self._wait_for_work(device, slots, result, wait)
-            finally:
-                _waiters.release()
+        result = handoff.poll_or_wait(device, slots, wait)
         return Response(
             {
                 "messages": [
@@ -350,32 +338,13 @@ class PollView(DeviceView):
             }
         )
 
-    def _wait_for_work(
-        self, device: Device, slots: list[int] | None, result: services.PollResult, wait: int
-    ) -> services.PollResult:
-        deadline = time.monotonic() + wait
-        with wake.Doorbell(device.pk) as bell:
-            while True:
-                # Checked after subscribing, so a ring between check and wait is not lost.
-                result = services.poll(device, slots)
-                remaining = deadline - time.monotonic()
-                if result.messages or remaining <= 0:
-                    return result
-                due = services.next_due_in(
-                    device, slots or [0, 1, 2, 3, 4, 5, 6, 7], timezone.now()
-                )
-                step = remaining if due is None else min(remaining, due + 0.05)
-                # A waiting phone must not pin a database connection.
-                connection.close()
-                bell.wait(step)
-
 
 class ConfirmView(DeviceView):
     def post(self, request: Request) -> Response:
         payload = ConfirmSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        result = services.confirm(self.device(request), data["ids"], data["lease"])
+        result = handoff.confirm(self.device(request), data["ids"], data["lease"])
         return Response(
             {
                 "confirmed": result.confirmed,
@@ -390,7 +359,7 @@ class ReportView(DeviceView):
         payload = ReportSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         reports = [
-            services.Report(
+            Outcome(
                 message_id=item["id"],
                 status=item["status"],
                 error=item.get("error", ""),
@@ -398,7 +367,7 @@ class ReportView(DeviceView):
             )
             for item in payload.validated_data["reports"]
         ]
-        results = services.report(self.device(request), reports)
+        results = handoff.report(self.device(request), reports)
         return Response(
             {
                 "results": [
@@ -413,7 +382,7 @@ class IncomingView(DeviceView):
         payload = IncomingSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         items = [
-            services.IncomingSms(
+            IncomingSms(
                 external_id=item["id"],
                 sender=item["sender"],
                 body=item["body"],
@@ -422,7 +391,7 @@ class IncomingView(DeviceView):
             )
             for item in payload.validated_data["messages"]
         ]
-        stored = services.receive(self.device(request), items)
+        stored = handoff.receive(self.device(request), items)
         return Response({"stored": [{"id": k, "sms_id": v} for k, v in stored.items()]})
 
 

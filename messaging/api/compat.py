@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
@@ -21,8 +20,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from contacts import services as contacts
-from devices import services as devices
+from devices import queries as devices
 from gateway import services as accounts
+from gateway.clients import client_address
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone
 from messaging import services as messaging
@@ -93,15 +93,6 @@ class Call:
         """Times a client sends without an offset are server time (UTC), as on the hosted
         service (spec §1.6), unless the request names its `timezone`."""
         return parse_zone(self.params.raw("timezone")) or ZoneInfo("UTC")
-
-
-def client_address(request: HttpRequest) -> str:
-    if settings.BEHIND_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            # The proxy appends the address it saw; anything left of it is client-supplied.
-            return forwarded.split(",")[-1].strip()[:64]
-    return str(request.META.get("REMOTE_ADDR", ""))[:64]
 
 
 # --- Sending ------------------------------------------------------------------------------

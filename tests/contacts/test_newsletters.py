@@ -10,9 +10,11 @@ from django.utils import timezone
 
 from contacts import services
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
+from devices import handoff
 from devices import services as devices
-from messaging import services as messaging
+from messaging import lifecycle
 from messaging.models import Message, Status
+from messaging.services import IncomingSms
 
 
 @pytest.fixture
@@ -89,15 +91,15 @@ def test_progress_counters_follow_every_move(audience):
     sale = newsletter(account, device, tags)
     services.fan_out(sale.pk)
     ids = list(Message.objects.filter(newsletter=sale).order_by("id").values_list("id", flat=True))
-    lease = devices.poll(device).lease_id
-    devices.confirm(device, ids, lease)
-    devices.report(
+    lease = handoff.poll(device).lease_id
+    handoff.confirm(device, ids, lease)
+    handoff.report(
         device,
         [
-            devices.Report(ids[0], Status.SENT),
-            devices.Report(ids[0], Status.DELIVERED),
-            devices.Report(ids[1], Status.SENT),
-            devices.Report(ids[2], Status.RADIO_OFF),
+            lifecycle.Outcome(ids[0], Status.SENT),
+            lifecycle.Outcome(ids[0], Status.DELIVERED),
+            lifecycle.Outcome(ids[1], Status.SENT),
+            lifecycle.Outcome(ids[2], Status.RADIO_OFF),
         ],
     )
     sale.refresh_from_db()
@@ -107,7 +109,7 @@ def test_progress_counters_follow_every_move(audience):
         1,
         1,
     )
-    messaging.move([ids[1]], Status.NOT_DELIVERED)
+    lifecycle.move([ids[1]], Status.NOT_DELIVERED)
     sale.refresh_from_db()
     assert (sale.sent_count, sale.delivered_count, sale.failed_count) == (2, 1, 2)
     assert services.finish_newsletters() == 1
@@ -120,10 +122,10 @@ def test_a_paused_newsletter_is_not_handed_out_until_resumed(audience):
     services.fan_out(sale.pk)
     services.pause_newsletter(account, sale.pk)
     services.pause_newsletter(account, sale.pk)  # harmless
-    assert devices.poll(device).messages == []
+    assert handoff.poll(device).messages == []
     services.resume_newsletter(account, sale.pk)
     assert Newsletter.objects.get(pk=sale.pk).state == Newsletter.State.SENDING
-    assert len(devices.poll(device).messages) == 3
+    assert len(handoff.poll(device).messages) == 3
 
 
 def test_pausing_before_the_fan_out_resumes_to_scheduled(audience):
@@ -139,9 +141,9 @@ def test_cancel_stops_what_no_phone_confirmed(audience):
     account, device, tags, _ = audience
     sale = newsletter(account, device, tags)
     services.fan_out(sale.pk)
-    polled = devices.poll(device)
+    polled = handoff.poll(device)
     first = polled.messages[0].id
-    devices.confirm(device, [first], polled.lease_id)
+    handoff.confirm(device, [first], polled.lease_id)
     assert services.cancel_newsletter(account, sale.pk) == 2
     assert services.cancel_newsletter(account, sale.pk) == 0
     assert Message.objects.get(pk=first).status == Status.TAKEN
@@ -164,22 +166,22 @@ def test_stop_from_a_contact_excludes_it_from_the_next_newsletter(audience, make
 
     Device.objects.filter(pk=device.pk).update(imei="358240051111110")
     device, _ = devices.pair_with_login(account, devices.DeviceDetails(imei="358240051111110"))
-    (stored_id,) = devices.receive(
-        device, [devices.IncomingSms("in-1", "+49 157 00000001", "Stop please")]
+    (stored_id,) = handoff.receive(
+        device, [IncomingSms("in-1", "+49 157 00000001", "Stop please")]
     ).values()
     both.refresh_from_db()
     assert both.opted_out
     event = ContactEvent.objects.get(contact=both)
     assert (event.kind, event.message_id, event.reason) == ("opted_out", stored_id, "texted 'STOP'")
     # the same upload again changes nothing more
-    devices.receive(device, [devices.IncomingSms("in-1", "+49 157 00000001", "Stop please")])
+    handoff.receive(device, [IncomingSms("in-1", "+49 157 00000001", "Stop please")])
     assert ContactEvent.objects.filter(contact=both).count() == 1
     sale = newsletter(account, device, tags)
     services.fan_out(sale.pk)
     assert "+4915700000001" not in Message.objects.filter(newsletter=sale).values_list(
         "phone", flat=True
     )
-    devices.receive(device, [devices.IncomingSms("in-2", "+4915700000001", "start")])
+    handoff.receive(device, [IncomingSms("in-2", "+4915700000001", "start")])
     both.refresh_from_db()
     assert not both.opted_out and both.events.count() == 2
 

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from devices import services
+from devices import handoff, services
 from devices.agent import sms_agent
 from devices.models import Device
 from gateway.services import compat_token
+from messaging import lifecycle
 from messaging.models import FINAL, Message, MessageStatusChange, Status
 
 AGENT = Path(sms_agent.__file__)
@@ -249,8 +250,8 @@ def test_crash_injection_loses_nothing_and_sends_nothing_twice(
     processes = {state: agent(state, chaos) for state in states}
     while time.monotonic() < deadline and open_work():
         time.sleep(0.2)
-        services.return_expired_leases()
-        services.settle_overdue()
+        handoff.return_expired_leases()
+        lifecycle.settle_overdue()
         for state, process in list(processes.items()):
             if process.poll() is not None:
                 crashes += process.returncode in (17, 18, 19)
@@ -262,8 +263,8 @@ def test_crash_injection_loses_nothing_and_sends_nothing_twice(
     for state in states:
         agent(state, ["--loops", "3"]).wait(timeout=60)
     time.sleep(3.5)
-    services.return_expired_leases()
-    services.settle_overdue()
+    handoff.return_expired_leases()
+    lifecycle.settle_overdue()
 
     assert crashes > 0, "the chaos settings injected no crash; the test proved nothing"
     sends = Counter(json.loads(line)["body"] for line in sent_log.read_text().splitlines())
@@ -346,7 +347,7 @@ def test_two_agents_with_one_device_token_never_send_a_message_twice(
     Message.objects.filter(status=Status.TAKEN, confirmed_at=None).update(
         lease_expires_at=timezone.now()
     )
-    services.return_expired_leases()
+    handoff.return_expired_leases()
     for state in (first, second):
         subprocess.run([*command, str(state), *options, "--loops", "2"], timeout=60, check=True)
     sends = Counter(json.loads(line)["body"] for line in sent_log.read_text().splitlines())

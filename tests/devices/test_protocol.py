@@ -11,10 +11,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from devices import services
+from devices import handoff, services
 from devices.models import Device, PairingCode, SimSlot
+from messaging import lifecycle
 from messaging import services as messaging
 from messaging.models import Message, MessageStatusChange, Status
+from messaging.services import IncomingSms
 from tests.devices.conftest import age
 
 
@@ -64,8 +66,8 @@ def test_re_pairing_the_same_phone_reuses_its_device_and_replaces_its_token(pair
     device, old_token = paired()
     account = device.account
     leased, confirmed = send(account, device, 2)
-    lease = services.poll(device).lease_id
-    services.confirm(device, [confirmed], lease)
+    lease = handoff.poll(device).lease_id
+    handoff.confirm(device, [confirmed], lease)
     again, new_token = services.pair_with_login(account, services.DeviceDetails(imei=device.imei))
     assert again.pk == device.pk and Device.objects.filter(account=account).count() == 1
     assert services.authenticate_device(old_token) is None
@@ -100,7 +102,7 @@ def test_poll_hands_out_due_messages_urgent_first_then_by_send_time(paired):
     age(Message.objects.get(pk=normal_new), minutes=1)
     (urgent,) = send(account, device, urgent=True)
     (later,) = send(account, device, send_at=timezone.now() + timedelta(hours=1))
-    result = services.poll(device)
+    result = handoff.poll(device)
     assert [m.id for m in result.messages] == [urgent, normal_old, normal_new]
     assert later not in [m.id for m in result.messages]
     assert all(m.lease_expires_at > timezone.now() for m in result.messages)
@@ -114,8 +116,8 @@ def test_poll_respects_batch_size_and_slots_and_devices(paired):
     send(account, device, 2, sim=1)
     send(account, device, 5, sim=0)
     send(account, other, 2)
-    assert {m.sim for m in services.poll(device, [1]).messages} == {1}
-    result = services.poll(device)
+    assert {m.sim for m in handoff.poll(device, [1]).messages} == {1}
+    result = handoff.poll(device)
     assert len(result.messages) == 3  # two leases on slot 1 + one more
     assert not any(
         m.id in Message.objects.filter(device=other).values_list("id", flat=True)
@@ -126,8 +128,8 @@ def test_poll_respects_batch_size_and_slots_and_devices(paired):
 def test_a_re_poll_returns_the_same_leases_not_new_copies(paired):
     device, _ = paired()
     send(device.account, device, 3)
-    first = services.poll(device)
-    second = services.poll(device)
+    first = handoff.poll(device)
+    second = handoff.poll(device)
     assert [m.id for m in second.messages] == [m.id for m in first.messages]
     assert MessageStatusChange.objects.filter(to_status=Status.TAKEN).count() == 3
 
@@ -135,53 +137,53 @@ def test_a_re_poll_returns_the_same_leases_not_new_copies(paired):
 def test_an_unconfirmed_lease_returns_to_the_queue_after_its_timeout(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
-    services.poll(device)
+    handoff.poll(device)
     Message.objects.filter(pk=message_id).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert services.return_expired_leases() == 1
+    assert handoff.return_expired_leases() == 1
     message = Message.objects.get(pk=message_id)
     assert message.status == Status.NEW and message.lease_expires_at is None
     # and it can be handed out again
-    assert [m.id for m in services.poll(device).messages] == [message_id]
+    assert [m.id for m in handoff.poll(device).messages] == [message_id]
 
 
 def test_an_expired_lease_cannot_be_confirmed(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
-    lease = services.poll(device).lease_id
+    lease = handoff.poll(device).lease_id
     Message.objects.filter(pk=message_id).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert services.confirm(device, [message_id], lease).refused == [message_id]
+    assert handoff.confirm(device, [message_id], lease).refused == [message_id]
 
 
 def test_a_confirmed_message_is_never_handed_out_again(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
-    lease = services.poll(device).lease_id
-    assert services.confirm(device, [message_id], lease).confirmed == [message_id]
-    assert services.confirm(device, [message_id], lease).confirmed == [message_id]  # idempotent
+    lease = handoff.poll(device).lease_id
+    assert handoff.confirm(device, [message_id], lease).confirmed == [message_id]
+    assert handoff.confirm(device, [message_id], lease).confirmed == [message_id]  # idempotent
     Message.objects.filter(pk=message_id).update(
         lease_expires_at=timezone.now() - timedelta(hours=1)
     )
-    assert services.return_expired_leases() == 0
-    assert services.poll(device).messages == []
+    assert handoff.return_expired_leases() == 0
+    assert handoff.poll(device).messages == []
 
 
 def test_a_confirmed_message_without_outcome_ends_unknown_and_is_not_re_sent(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
-    lease = services.poll(device).lease_id
-    services.confirm(device, [message_id], lease)
+    lease = handoff.poll(device).lease_id
+    handoff.confirm(device, [message_id], lease)
     Message.objects.filter(pk=message_id).update(
         outcome_deadline_at=timezone.now() - timedelta(seconds=1)
     )
-    assert services.settle_overdue() == 1
+    assert lifecycle.settle_overdue() == 1
     assert Message.objects.get(pk=message_id).status == Status.UNKNOWN
-    assert services.poll(device).messages == []
+    assert handoff.poll(device).messages == []
     # the phone's late word still counts
-    services.report(device, [services.Report(message_id, Status.DELIVERED)])
+    handoff.report(device, [lifecycle.Outcome(message_id, Status.DELIVERED)])
     assert Message.objects.get(pk=message_id).status == Status.DELIVERED
 
 
@@ -189,14 +191,14 @@ def test_confirming_another_devices_message_is_refused(paired):
     device, _ = paired()
     other, _ = paired(account=device.account)
     (message_id,) = send(device.account, device)
-    lease = services.poll(device).lease_id
-    assert services.confirm(other, [message_id], lease).refused == [message_id]
+    lease = handoff.poll(device).lease_id
+    assert handoff.confirm(other, [message_id], lease).refused == [message_id]
 
 
 def test_a_disabled_device_gets_nothing(paired):
     device, _ = paired(enabled=False)
     send(device.account, device)
-    assert services.poll(device).messages == []
+    assert handoff.poll(device).messages == []
 
 
 # --- cancel ---------------------------------------------------------------------------------
@@ -206,20 +208,20 @@ def test_a_message_cancelled_before_confirmation_never_reaches_the_phone(paired)
     device, _ = paired()
     queued, leased = send(device.account, device, 2)
     Message.objects.filter(pk=queued).update(send_at=timezone.now() + timedelta(hours=1))
-    lease = services.poll(device).lease_id
+    lease = handoff.poll(device).lease_id
     messaging.cancel(device.account, [queued, leased])
-    assert services.confirm(device, [leased], lease).refused == [leased]
+    assert handoff.confirm(device, [leased], lease).refused == [leased]
     Message.objects.filter(pk=queued).update(send_at=timezone.now())
-    assert services.poll(device).messages == []
+    assert handoff.poll(device).messages == []
 
 
 def test_a_phone_hears_of_a_cancellation_after_it_confirmed(paired):
     device, _ = paired()
     (message_id,) = send(device.account, device)
-    lease = services.poll(device).lease_id
-    services.confirm(device, [message_id], lease)
+    lease = handoff.poll(device).lease_id
+    handoff.confirm(device, [message_id], lease)
     messaging.cancel(device.account, [message_id])
-    assert services.poll(device).cancelled == [message_id]
+    assert handoff.poll(device).cancelled == [message_id]
 
 
 # --- pacing ---------------------------------------------------------------------------------
@@ -228,8 +230,8 @@ def test_a_phone_hears_of_a_cancellation_after_it_confirmed(paired):
 def _handed(device, rounds: int = 1):
     out = []
     for _ in range(rounds):
-        result = services.poll(device)
-        services.confirm(device, [m.id for m in result.messages], result.lease_id)
+        result = handoff.poll(device)
+        handoff.confirm(device, [m.id for m in result.messages], result.lease_id)
         out += result.messages
     return out
 
@@ -285,7 +287,7 @@ def test_a_device_that_declares_a_higher_limit_gets_it(paired):
 def test_messages_paced_beyond_the_next_poll_stay_queued(paired):
     device, _ = paired(delay_between_sms=20, delay_between_requests=10)
     ids = send(device.account, device, 5)
-    handed = [m.id for m in services.poll(device).messages]
+    handed = [m.id for m in handoff.poll(device).messages]
     # due within 10 s + 30 s of margin: now, +20 s, +40 s
     assert handed == ids[:3]
     assert Message.objects.get(pk=ids[4]).status == Status.NEW
@@ -296,20 +298,23 @@ def test_messages_paced_beyond_the_next_poll_stay_queued(paired):
 
 def _confirmed(device, n=1):
     ids = send(device.account, device, n)
-    lease = services.poll(device).lease_id
-    services.confirm(device, ids, lease)
+    lease = handoff.poll(device).lease_id
+    handoff.confirm(device, ids, lease)
     return ids
 
 
 def test_reports_are_idempotent_and_monotonic(paired):
     device, _ = paired()
     (message_id,) = _confirmed(device)
-    first = services.report(device, [services.Report(message_id, Status.SENT)])
+    first = handoff.report(device, [lifecycle.Outcome(message_id, Status.SENT)])
     assert (first[0].result, first[0].status) == ("applied", Status.SENT)
-    services.report(device, [services.Report(message_id, Status.DELIVERED)])
-    late = services.report(
+    handoff.report(device, [lifecycle.Outcome(message_id, Status.DELIVERED)])
+    late = handoff.report(
         device,
-        [services.Report(message_id, Status.SENT), services.Report(message_id, Status.DELIVERED)],
+        [
+            lifecycle.Outcome(message_id, Status.SENT),
+            lifecycle.Outcome(message_id, Status.DELIVERED),
+        ],
     )
     assert [r.result for r in late] == ["refused", "unchanged"]
     message = Message.objects.get(pk=message_id)
@@ -320,8 +325,8 @@ def test_reports_are_idempotent_and_monotonic(paired):
 def test_a_failure_report_keeps_the_phones_error_and_part_count(paired):
     device, _ = paired()
     (message_id,) = _confirmed(device)
-    services.report(
-        device, [services.Report(message_id, Status.NO_SERVICE, "RESULT_ERROR_NO_SERVICE", 1)]
+    handoff.report(
+        device, [lifecycle.Outcome(message_id, Status.NO_SERVICE, "RESULT_ERROR_NO_SERVICE", 1)]
     )
     message = Message.objects.get(pk=message_id)
     assert (message.status, message.error_detail, message.parts_sent) == (
@@ -336,13 +341,13 @@ def test_a_report_about_another_devices_message_is_refused_alone(paired):
     other, _ = paired(account=device.account)
     (mine,) = _confirmed(device)
     (theirs,) = _confirmed(other)
-    results = services.report(
+    results = handoff.report(
         device,
         [
-            services.Report(theirs, Status.SENT),
-            services.Report(mine, Status.SENT),
-            services.Report(999999, Status.SENT),
-            services.Report(mine, Status.NEW),
+            lifecycle.Outcome(theirs, Status.SENT),
+            lifecycle.Outcome(mine, Status.SENT),
+            lifecycle.Outcome(999999, Status.SENT),
+            lifecycle.Outcome(mine, Status.NEW),
         ],
     )
     assert [(r.result, r.status) for r in results] == [
@@ -360,11 +365,11 @@ def test_a_report_about_another_devices_message_is_refused_alone(paired):
 def test_incoming_sms_are_stored_once(paired):
     device, _ = paired()
     items = [
-        services.IncomingSms("inbox-41", "+49 157 52982212", "STOP", 1),
-        services.IncomingSms("inbox-42", "VODAFONE", "Your bill"),
+        IncomingSms("inbox-41", "+49 157 52982212", "STOP", 1),
+        IncomingSms("inbox-42", "VODAFONE", "Your bill"),
     ]
-    first = services.receive(device, items)
-    again = services.receive(device, items)
+    first = handoff.receive(device, items)
+    again = handoff.receive(device, items)
     assert first == again and len(first) == 2
     stored = Message.objects.get(pk=first["inbox-41"])
     assert (stored.status, stored.phone, stored.sim, stored.account_id) == (
@@ -384,7 +389,7 @@ def test_an_empty_poll_only_reads(paired):
     services.heartbeat(device)  # last seen is fresh
     with CaptureQueriesContext(connection) as queries:
         services.heartbeat(device)
-        result = services.poll(device)
+        result = handoff.poll(device)
     assert result.messages == []
     writes = [q["sql"] for q in queries if q["sql"].split()[0].upper() not in ("SELECT",)]
     assert writes == []
@@ -412,8 +417,8 @@ def test_concurrent_polls_never_lease_a_message_twice(make_account, make_device)
     def worker():
         try:
             for _ in range(10):
-                result = services.poll(Device.objects.get(pk=device.pk))
-                services.confirm(device, [m.id for m in result.messages], result.lease_id)
+                result = handoff.poll(Device.objects.get(pk=device.pk))
+                handoff.confirm(device, [m.id for m in result.messages], result.lease_id)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
@@ -438,9 +443,9 @@ def _drain(device_id: int, confirmed: list[int], errors: list[Exception], rounds
     try:
         for _ in range(rounds):
             device = Device.objects.get(pk=device_id)
-            result = services.poll(device)
+            result = handoff.poll(device)
             if result.messages:
-                answer = services.confirm(device, [m.id for m in result.messages], result.lease_id)
+                answer = handoff.confirm(device, [m.id for m in result.messages], result.lease_id)
                 confirmed.extend(answer.confirmed)
             elif not Message.objects.filter(
                 device_id=device_id, status__in=[Status.NEW, Status.TAKEN], confirmed_at=None

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from devices import services, tasks
+from devices import handoff, tasks
 from messaging import services as messaging
 from messaging.models import Message, Status
 
@@ -12,8 +12,8 @@ def test_the_sweep_returns_expired_leases_and_settles_overdue_ones(paired):
     lost, silent = messaging.submit(
         device.account, [messaging.OutgoingSms(device.pk, "1234", "x")] * 2
     )
-    lease = services.poll(device).lease_id
-    services.confirm(device, [silent], lease)
+    lease = handoff.poll(device).lease_id
+    handoff.confirm(device, [silent], lease)
     past = timezone.now() - timedelta(seconds=1)
     Message.objects.filter(pk=lost).update(lease_expires_at=past)
     Message.objects.filter(pk=silent).update(outcome_deadline_at=past)

@@ -179,3 +179,69 @@ def test_a_superuser_acts_on_several_accounts_messages_at_once(make_user, paired
     assert set(Message.objects.filter(id__in=ids).values_list("status", flat=True)) == {
         Status.CANCELLED
     }
+
+
+def test_the_newsletter_form_reports_a_wrong_sim_slot_under_sim(operator):
+    client, account, device = operator
+    tag = Tag.objects.create(account=account, title="all")
+    response = client.post(
+        reverse("admin:contacts_newsletter_add"),
+        {
+            "title": "Sale",
+            "device": device.pk,
+            "sim": 5,
+            "body": "x" * 2000,
+            "tags": [tag.pk],
+            "send_at_0": "2031-01-01",
+            "send_at_1": "10:00:00",
+        },
+    )
+    assert response.status_code == 200 and not Newsletter.objects.exists()
+    errors = response.context["adminform"].form.errors
+    assert "SIM slot 5" in str(errors["sim"]) and "1600" in str(errors["body"])
+
+
+def test_the_webhook_event_page_shows_its_delivery_log_as_a_table(operator):
+    from messaging.models import WebhookEndpoint, WebhookEvent
+
+    client, account, _ = operator
+    endpoint = WebhookEndpoint.objects.create(
+        account=account, kind="status", url="https://hooks.example.com/x"
+    )
+    event = WebhookEvent.objects.create(
+        endpoint=endpoint,
+        kind="sms.status",
+        body="{}",
+        log=[{"at": "2026-12-01T10:00:00Z", "status": 500, "error": "<b>down</b>", "ms": 12}],
+    )
+    page = client.get(reverse("admin:messaging_webhookevent_change", args=[event.pk]))
+    html = page.content.decode()
+    assert "<td>500</td>" in html and "&lt;tr&gt;" not in html
+    assert "&lt;b&gt;down&lt;/b&gt;" in html  # what the receiver said stays text
+
+
+def test_device_settings_change_through_the_service_and_the_phones_limit_is_not_editable(
+    operator,
+):
+    client, _, device = operator
+    url = reverse("admin:devices_device_change", args=[device.pk])
+    form = client.get(url).content.decode()
+    assert 'name="segments_per_minute"' not in form and 'name="delay_between_sms"' in form
+    response = client.post(
+        url,
+        {
+            "title": "Pixel 8",
+            "number": "",
+            "enabled": "on",
+            "delay_between_sms": "5",
+            "delay_between_requests": "10",
+            "batch_size": "15",
+            "segments_per_minute": "1000",
+            "sims-TOTAL_FORMS": "0",
+            "sims-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.content
+    device.refresh_from_db()
+    assert (device.title, device.delay_between_sms) == ("Pixel 8", 5)
+    assert device.segments_per_minute == 30

@@ -67,13 +67,62 @@ def test_compat_tokens_differ_between_accounts(make_account):
     assert services.compat_token(make_account()) != services.compat_token(make_account())
 
 
-def test_rotating_the_salt_revokes_the_old_compat_token(account):
+def test_revoking_the_compat_token_makes_gettoken_answer_a_fresh_one(account):
     old = services.compat_token(account)
-    new = services.rotate_compat_token(account)
-    assert new != old
+    token = ApiToken.objects.get(account=account, kind="compat", revoked_at=None)
+    services.revoke_token(account, token.pk)
     assert services.authenticate_token(old) is None
+    fresh = type(account).objects.get(pk=account.pk)  # as the next request loads it
+    new = services.compat_token(fresh)
+    assert new != old
     assert services.authenticate_token(new).account_id == account.pk
-    assert services.compat_token(account) == new
+    assert services.compat_token(type(account).objects.get(pk=account.pk)) == new
+    # rotating again works the same way
+    services.revoke_token(account, ApiToken.objects.get(account=account, revoked_at=None).pk)
+    newest = services.compat_token(type(account).objects.get(pk=account.pk))
+    assert newest not in (old, new) and services.authenticate_token(newest) is not None
+
+
+def test_a_compat_token_revoked_before_this_fix_is_replaced_on_the_next_gettoken(account):
+    # Databases where the revoke only marked the row (the salt stayed): still a fresh token.
+    old = services.compat_token(account)
+    ApiToken.objects.filter(account=account, kind="compat").update(revoked_at=timezone.now())
+    new = services.compat_token(type(account).objects.get(pk=account.pk))
+    assert new != old and services.authenticate_token(new) is not None
+
+
+def test_revoking_the_compat_token_over_rest_and_in_the_admin_rotates_it(make_user):
+    from django.test import Client
+
+    user = make_user("owner@example.com", "owner-password", is_staff=True)
+    client = Client()
+    old = client.post(
+        "/getdata/gettoken", {"email": "owner@example.com", "pass": "owner-password"}
+    ).json()["token"]
+    compat = ApiToken.objects.get(account=user.account, kind="compat")
+    _, api_secret = services.create_api_token(user.account, "ops")
+    revoked = client.post(
+        f"/api/v1/tokens/{compat.pk}/revoke", HTTP_AUTHORIZATION=f"Bearer {api_secret}"
+    )
+    assert revoked.status_code in (200, 204), revoked.content
+    second = client.post(
+        "/getdata/gettoken", {"email": "owner@example.com", "pass": "owner-password"}
+    ).json()["token"]
+    assert second != old
+    assert client.get("/getdata/getallsms", {"token": old}).json()["error"] == 1
+    assert client.get("/getdata/getallsms", {"token": second}).json()["error"] == 0
+    # the admin's revoke action
+    client.force_login(user)
+    live = ApiToken.objects.get(account=user.account, kind="compat", revoked_at=None)
+    client.post(
+        "/admin/gateway/apitoken/",
+        {"action": "revoke", "_selected_action": [live.pk]},
+    )
+    third = client.post(
+        "/getdata/gettoken", {"email": "owner@example.com", "pass": "owner-password"}
+    ).json()["token"]
+    assert third not in (old, second)
+    assert client.get("/getdata/getallsms", {"token": third}).json()["error"] == 0
 
 
 def test_a_new_server_secret_changes_the_compat_token_and_revokes_the_old(account, settings):

@@ -415,6 +415,18 @@ def test_newsletters_lifecycle(setup):
     )
 
 
+def test_a_wrong_sim_slot_for_a_newsletter_is_reported_under_sim(setup):
+    api, account, device = setup
+    tag = Tag.objects.create(account=account, title="all")
+    fields = {"title": "x", "device_id": device.pk, "body": "b", "tags": [tag.pk]}
+    refused = is_problem(api.post("newsletters", {**fields, "sim": 5}), 400)
+    assert set(refused["errors"]) == {"sim"}
+    draft = api.post("newsletters", {**fields, "send_at": "2031-01-01T10:00:00Z"}).json()
+    changed = is_problem(api.patch(f"newsletters/{draft['id']}", {"sim": 5}), 400)
+    assert set(changed["errors"]) == {"sim"}
+    assert Newsletter.objects.get(pk=draft["id"]).sim == 0
+
+
 def test_webhooks_crud_test_delivery_and_log(setup, settings):
     api, _account, _ = setup
     refused = is_problem(

@@ -549,18 +549,15 @@ def test_addalotofsms_over_the_byte_bound_is_refused(client, token, device):
 
 
 def _message_at(account, device, created: datetime, **fields) -> Message:
-    from messaging.services import create_message
+    from messaging import services
 
-    message = create_message(
-        account,
-        device=device,
-        phone=fields.pop("phone", "+4915752982212"),
-        body=fields.pop("body", "Test message from API"),
-        **fields,
+    phone = fields.pop("phone", "+4915752982212")
+    body = fields.pop("body", "Test message from API")
+    (message_id,) = services.submit(
+        account, [services.OutgoingSms(device.pk, phone, body, **fields)]
     )
-    Message.objects.filter(pk=message.pk).update(created_at=created, send_at=created)
-    message.refresh_from_db()
-    return message
+    Message.objects.filter(pk=message_id).update(created_at=created, send_at=created)
+    return Message.objects.get(pk=message_id)
 
 
 def test_getallsms_exact_shape_in_the_accounts_time_zone(client, token, owner, device):

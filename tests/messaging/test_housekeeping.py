@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from messaging import services, tasks
+from messaging import lifecycle, services, tasks
 from messaging.models import Message, MessageStatusChange, Status
 
 
@@ -22,10 +22,10 @@ def test_queued_messages_past_the_expiry_end_expired(make_message, account, sett
 def test_old_history_is_pruned_and_messages_kept(make_message, account, settings):
     settings.HISTORY_RETENTION_DAYS = 30
     message = make_message(account)
-    services.move([message.pk], Status.CANCELLED)
+    lifecycle.move([message.pk], Status.CANCELLED)
     MessageStatusChange.objects.update(changed_at=timezone.now() - timedelta(days=31))
     recent = make_message(account)
-    services.move([recent.pk], Status.CANCELLED)
+    lifecycle.move([recent.pk], Status.CANCELLED)
     tasks.housekeeping()
     assert list(MessageStatusChange.objects.values_list("message_id", flat=True)) == [recent.pk]
     assert Message.objects.count() == 2

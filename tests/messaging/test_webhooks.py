@@ -13,11 +13,13 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from devices import handoff
 from devices import services as devices
 from devices.models import Device
+from messaging import lifecycle, webhooks
 from messaging import services as messaging
-from messaging import webhooks
 from messaging.models import Status, WebhookEndpoint, WebhookEvent
+from messaging.services import IncomingSms
 
 
 class Receiver:
@@ -79,8 +81,8 @@ def _taken(device, n=1):
     ids = messaging.submit(
         device.account, [messaging.OutgoingSms(device.pk, "+4915752982212", "hi")] * n
     )
-    lease = devices.poll(device).lease_id
-    devices.confirm(device, ids, lease)
+    lease = handoff.poll(device).lease_id
+    handoff.confirm(device, ids, lease)
     return ids
 
 
@@ -89,7 +91,7 @@ def test_a_status_change_writes_its_event_in_the_same_transaction(device, receiv
     (message_id,) = _taken(device)
     assert [e.payload["status_id"] for e in WebhookEvent.objects.filter(endpoint=endpoint)] == [2]
     with pytest.raises(RuntimeError), transaction.atomic():
-        messaging.move([message_id], Status.SENT)
+        lifecycle.move([message_id], Status.SENT)
         raise RuntimeError("rolled back")
     assert [e.payload["status_id"] for e in WebhookEvent.objects.all()] == [2]
 
@@ -97,7 +99,7 @@ def test_a_status_change_writes_its_event_in_the_same_transaction(device, receiv
 def test_events_are_delivered_signed_with_the_spec_payload(device, receiver):
     endpoint = webhooks.add_endpoint(device.account, "status", receiver.url, device_id=device.pk)
     (message_id,) = _taken(device)
-    devices.report(device, [devices.Report(message_id, Status.SENT)])
+    handoff.report(device, [lifecycle.Outcome(message_id, Status.SENT)])
     events = list(WebhookEvent.objects.order_by("id"))
     assert [webhooks.deliver(e.pk) for e in events] == ["delivered", "delivered"]
     payloads = receiver.verified(endpoint.secret)
@@ -195,12 +197,10 @@ def test_endpoints_listen_to_their_device_or_all_devices(paired, receiver):
 
 def test_incoming_sms_events_use_the_spec_shape(device, receiver):
     endpoint = webhooks.add_endpoint(device.account, "incoming", receiver.url)
-    (sms_id,) = devices.receive(
-        device, [devices.IncomingSms("4711", "+4915752982212", "Hello back", 1)]
+    (sms_id,) = handoff.receive(
+        device, [IncomingSms("4711", "+4915752982212", "Hello back", 1)]
     ).values()
-    devices.receive(
-        device, [devices.IncomingSms("4711", "+4915752982212", "Hello back", 1)]
-    )  # repeat
+    handoff.receive(device, [IncomingSms("4711", "+4915752982212", "Hello back", 1)])  # repeat
     (event,) = WebhookEvent.objects.filter(endpoint=endpoint)
     assert event.kind == "sms.incoming"
     assert list(event.payload) == [

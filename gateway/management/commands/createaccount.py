@@ -5,13 +5,9 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.core.validators import validate_email
-from django.db import transaction
 
-from gateway.models import Account, User
-from gateway.services import compat_token
+from gateway import services
 
 
 class Command(BaseCommand):
@@ -37,32 +33,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        email = options["email"].strip().lower()
-        try:
-            validate_email(email)
-        except ValidationError:
-            raise CommandError(f"Not an email address: {email!r}") from None
-        if User.objects.filter(email=email).exists():
-            raise CommandError(f"A login with the email {email} already exists")
         password = options["password"] or secrets.token_urlsafe(12)
         staff = not options["no_admin"]
         superuser = bool(options["superuser"])
-        with transaction.atomic():
-            account = Account(name=options["name"] or email)
-            if options["time_zone"]:
-                account.time_zone = options["time_zone"]
-            try:
-                account.full_clean()
-            except ValidationError as exc:
-                raise CommandError("; ".join(exc.messages)) from None
-            account.save()
-            User.objects.create_user(
-                email, password, account=account, is_staff=staff, is_superuser=superuser
+        try:
+            user = services.create_account(
+                options["email"],
+                password,
+                name=options["name"] or "",
+                time_zone=options["time_zone"],
+                staff=staff,
+                superuser=superuser,
             )
-        token = compat_token(account)
-        self.stdout.write(f"Account {account.name!r} created.")
+        except services.InvalidAccount as exc:
+            raise CommandError(str(exc)) from None
+        token = services.compat_token(user.account)
+        self.stdout.write(f"Account {user.account.name!r} created.")
         role = "superuser (every account)" if superuser else "owner" if staff else "API only"
-        self.stdout.write(f"  login:    {email}   ({role})")
+        self.stdout.write(f"  login:    {user.email}   ({role})")
         if not options["password"]:
             self.stdout.write(f"  password: {password}   (shown once)")
         self.stdout.write(f"  token:    {token}   (what /getdata/gettoken returns)")

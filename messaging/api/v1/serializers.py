@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.models import Contact, Newsletter, Tag
+from devices import queries
 from devices.models import Device
 from gateway.api_fields import Int64Field, TimeField, check_text
 from gateway.models import ApiToken
@@ -158,14 +159,10 @@ class DeviceSerializer(serializers.ModelSerializer):
         )
 
     def get_online(self, device: Device) -> bool:
-        from devices.services import is_online
-
-        return is_online(device)
+        return queries.is_online(device)
 
     def get_queue(self, device: Device) -> dict[str, int]:
-        from devices.services import queue_depth
-
-        return queue_depth(device)
+        return queries.queue_depth(device)
 
     def validate_delay_between_requests(self, value: int) -> int:
         if not 1 <= value <= 3600:

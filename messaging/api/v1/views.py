@@ -25,7 +25,8 @@ from rest_framework.response import Response
 
 from contacts import services as contacts
 from contacts.models import Contact, Newsletter, Tag
-from devices import services as devices
+from devices import queries as devices
+from devices import services as device_services
 from devices.models import Device
 from gateway import inputs
 from gateway import services as accounts
@@ -304,21 +305,21 @@ class DeviceViewSet(AccountViewSet):
         device = self._device(pk)
         payload = wire.DeviceSerializer(device, data=request.data, partial=True)
         payload.is_valid(raise_exception=True)
-        changes = {k: v for k, v in payload.validated_data.items() if k in devices.SETTABLE}
-        updated = devices.update_settings(self.account(), device.pk, **changes)
+        changes = {k: v for k, v in payload.validated_data.items() if k in device_services.SETTABLE}
+        updated = device_services.update_settings(self.account(), device.pk, **changes)
         return Response(wire.DeviceSerializer(updated).data)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def disable(self, request: Request, pk: str) -> Response:
-        device = devices.update_settings(self.account(), self._device(pk).pk, enabled=False)
+        device = device_services.update_settings(self.account(), self._device(pk).pk, enabled=False)
         return Response(wire.DeviceSerializer(device).data)
 
     @extend_schema(request=None, responses={201: wire.PairingCodeSerializer})
     @action(detail=False, methods=["post"], url_path="pairing-codes")
     def pairing_codes(self, request: Request) -> Response:
-        pairing, code = devices.create_pairing_code(self.account())
-        how = devices.pairing_instructions(pairing, code, request.build_absolute_uri("/"))
+        pairing, code = device_services.create_pairing_code(self.account())
+        how = device_services.pairing_instructions(pairing, code, request.build_absolute_uri("/"))
         return Response(
             wire.PairingCodeSerializer(
                 {
@@ -519,7 +520,7 @@ class NewsletterViewSet(AccountViewSet):
         except contacts.TagNotFound:
             raise serializers.ValidationError({"tags": "at least one tag of yours"}) from None
         except messaging.InvalidMessage as exc:
-            raise serializers.ValidationError({"body": str(exc)}) from None
+            raise serializers.ValidationError({exc.field: str(exc)}) from None
         return Response(wire.NewsletterSerializer(newsletter).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str) -> Response:
@@ -532,11 +533,17 @@ class NewsletterViewSet(AccountViewSet):
         )
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        if "device_id" in data:
+        if "device_id" in data or "sim" in data:
             try:
-                devices.get_device(self.account(), data["device_id"])
+                contacts.check_sender(
+                    self.account(),
+                    data.get("device_id", newsletter.device_id),
+                    data.get("sim", newsletter.sim),
+                )
             except devices.DeviceNotFound:
                 raise serializers.ValidationError({"device_id": "no such device"}) from None
+            except messaging.InvalidMessage as exc:
+                raise serializers.ValidationError({exc.field: str(exc)}) from None
         if "body" in data:
             try:
                 messaging.check_body(data["body"])

@@ -1,0 +1,324 @@
+"""The hand-off of messages to phones: poll (lease and pace), long-poll wait, confirm,
+report outcomes, upload incoming SMS, and the sweeps that settle what phones left open.
+
+This is what a device protocol adapter calls (our device API, and any other phone
+protocol): it never touches the message rows itself. The status moves and lease columns
+are written by ``messaging.lifecycle``'s hand-off verbs; this module adds the device's
+side: which SIM slots, how many at once, pacing per SIM (``Pacer``), and waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from contacts import services as contacts
+from contacts.models import Newsletter
+from devices import wake
+from devices.models import Device, SimSlot
+from devices.queries import LONG_POLL_SECONDS
+from messaging import lifecycle
+from messaging import services as messaging
+from messaging.lifecycle import ConfirmResult, Outcome
+from messaging.models import UNCONFIRMED, Message, Status
+from messaging.services import IncomingSms
+
+PACING_WINDOW_SECONDS = 60  # the platform limit's window
+MAX_WAIT_SECONDS = LONG_POLL_SECONDS
+CANCEL_NOTICE_HOURS = 24
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: int
+    phone: str
+    body: str
+    sim: int
+    urgent: bool
+    segments: int
+    not_before_at: datetime
+    lease_expires_at: datetime
+
+
+@dataclass
+class PollResult:
+    messages: list[Lease]
+    cancelled: list[int]
+    next_poll_seconds: int
+    # The identity of this poll's lease on ``messages``; confirm must present it.
+    lease_id: uuid.UUID | None = None
+
+
+def _lease_of(row: dict[str, Any]) -> Lease:
+    return Lease(
+        id=row["id"],
+        phone=row["phone"],
+        body=row["body"],
+        sim=row["sim"],
+        urgent=row["urgent"],
+        segments=row["segments"],
+        not_before_at=row["not_before_at"],
+        lease_expires_at=row["lease_expires_at"],
+    )
+
+
+_LEASE_FIELDS = (
+    "id",
+    "phone",
+    "body",
+    "sim",
+    "urgent",
+    "segments",
+    "not_before_at",
+    "lease_expires_at",
+)
+
+
+class Pacer:
+    """Schedules sends on one SIM: the device's fixed delay between two SMS (not for urgent
+    ones) and at most ``limit`` segments in any 60 s (for all)."""
+
+    def __init__(self, slot: SimSlot, delay: int, limit: int, now: datetime) -> None:
+        self.slot = slot
+        self.delay = delay
+        self.limit = limit
+        cutoff = now.timestamp() - PACING_WINDOW_SECONDS
+        self.recent: list[list[float]] = [
+            [float(t), int(n)] for t, n in (slot.recent_sends or []) if float(t) > cutoff
+        ]
+        self.next_send_at = slot.next_send_at
+
+    def schedule(self, now: datetime, urgent: bool, segments: int) -> datetime:
+        at = now.timestamp()
+        if not urgent and self.next_send_at is not None:
+            at = max(at, self.next_send_at.timestamp())
+        while True:
+            window = [(t, n) for t, n in self.recent if at - PACING_WINDOW_SECONDS < t <= at]
+            used = sum(n for _, n in window)
+            if not window or used + segments <= self.limit:
+                break
+            # Wait until the oldest send in the window leaves it.
+            at = min(t for t, _ in window) + PACING_WINDOW_SECONDS + 0.001
+        self.recent.append([at, segments])
+        send_at = datetime.fromtimestamp(at, tz=UTC)
+        following = send_at + timedelta(seconds=self.delay)
+        if self.next_send_at is None or following > self.next_send_at:
+            self.next_send_at = following
+        return send_at
+
+    def save(self) -> None:
+        SimSlot.objects.filter(pk=self.slot.pk).update(
+            next_send_at=self.next_send_at, recent_sends=self.recent
+        )
+
+
+def _slots(device: Device, sims: list[int] | None) -> list[int]:
+    """The SIM slots a poll is for: those asked for that the device has (default: all)."""
+    # The device is authenticated already: only its SIM slots are read.
+    all_slots = sorted(SimSlot.objects.filter(device=device).values_list("slot", flat=True)) or [0]
+    return sorted(set(sims) & set(all_slots)) if sims is not None else all_slots
+
+
+def _open_leases(device: Device, sims: list[int]) -> list[dict[str, Any]]:
+    return list(
+        Message.objects.filter(UNCONFIRMED, device=device, sim__in=sims)
+        .order_by("-urgent", "not_before_at", "id")
+        .values(*_LEASE_FIELDS)
+    )
+
+
+def _due(device: Device, sims: list[int], now: datetime) -> Any:
+    """This device's messages a poll may hand out now: NEW, due, not of a paused newsletter."""
+    paused = Newsletter.objects.filter(pk=OuterRef("newsletter_id"), state=Newsletter.State.PAUSED)
+    return Message.objects.filter(
+        device=device, sim__in=sims, status=Status.NEW, send_at__lte=now
+    ).filter(~Exists(paused))
+
+
+def _cancellations(device: Device, now: datetime) -> list[int]:
+    return list(
+        Message.objects.filter(
+            device=device,
+            status=Status.CANCELLED,
+            confirmed_at__isnull=False,
+            status_changed_at__gte=now - timedelta(hours=CANCEL_NOTICE_HOURS),
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:100]
+    )
+
+
+def return_expired_leases(device: Device | None = None, *, limit: int = 1000) -> int:
+    """Unconfirmed leases past their expiry go back to NEW (the phone never got them or
+    crashed before confirming). Bounded; idempotent. Returns how many moved."""
+    now = timezone.now()
+    expired = Message.objects.filter(UNCONFIRMED, lease_expires_at__lt=now)
+    if device is not None:
+        expired = expired.filter(device=device)
+    ids = list(expired.order_by("lease_expires_at").values_list("id", flat=True)[:limit])
+    return len(lifecycle.return_unconfirmed(ids, expired_before=now, source="lease expired"))
+
+
+def poll(
+    device: Device, sims: list[int] | None = None, *, now: datetime | None = None
+) -> PollResult:
+    """Hand the device up to batch_size due messages for the SIM slots asked for.
+
+    First its own unconfirmed leases again, taken over by this poll (a re-poll after a
+    lost answer gets the same leases, not new copies, under a new lease id), then new
+    claims: NEW, send time reached, urgent first, then send time, then id; each given a
+    paced not-before time, and only those due within the next poll interval (the rest stay
+    NEW, still cancellable). Claims lock rows with SKIP LOCKED on PostgreSQL; SQLite
+    serializes writers. A poll with nothing to hand out only reads.
+    """
+    now = now or timezone.now()
+    sims = _slots(device, sims)
+    leases = _open_leases(device, sims)
+    if any(row["lease_expires_at"] < now for row in leases):
+        return_expired_leases(device)
+        leases = _open_leases(device, sims)
+    lease_id = uuid.uuid4()
+    if leases:
+        held = lifecycle.take_over_leases(device, [row["id"] for row in leases], lease_id)
+        leases = [row for row in leases if row["id"] in held]
+    cancelled = _cancellations(device, now)
+    room = device.batch_size - len(leases)
+    horizon = now + timedelta(seconds=device.delay_between_requests + 30)
+    if room > 0 and device.enabled and _due(device, sims, now).exists():
+        claims: dict[int, tuple[datetime, datetime]] = {}
+        with transaction.atomic():
+            slots = {
+                s.slot: s
+                for s in SimSlot.objects.select_for_update().filter(device=device, slot__in=sims)
+            }
+            for sim in sims:
+                if room <= 0 or sim not in slots:
+                    continue
+                pacer = Pacer(
+                    slots[sim], device.delay_between_sms or 0, device.segments_per_minute, now
+                )
+                candidates = (
+                    _due(device, [sim], now)
+                    .order_by("-urgent", "send_at", "id")
+                    .select_for_update(skip_locked=True)
+                    .values_list("id", "urgent", "segments")[:room]
+                )
+                for message_id, urgent, segments in candidates:
+                    send_at = pacer.schedule(now, urgent, segments)
+                    if send_at > horizon:
+                        pacer.recent.pop()  # not handed out now: give the slot back
+                        break
+                    expires = send_at + timedelta(seconds=settings.DEVICE_LEASE_SECONDS)
+                    claims[message_id] = (send_at, expires)
+                    room -= 1
+                pacer.save()
+            moved = lifecycle.lease(device, claims, lease_id, source=f"poll by device {device.pk}")
+        if moved:
+            fresh = Message.objects.filter(id__in=moved).values(*_LEASE_FIELDS)
+            leases += sorted(fresh, key=lambda r: (not r["urgent"], r["not_before_at"], r["id"]))
+    return PollResult(
+        messages=[_lease_of(row) for row in leases],
+        cancelled=cancelled,
+        next_poll_seconds=device.delay_between_requests,
+        lease_id=lease_id if leases else None,
+    )
+
+
+def next_due_in(device: Device, sims: list[int], now: datetime) -> float | None:
+    """Seconds until this device's next scheduled message falls due (for long polls)."""
+    first = (
+        Message.objects.filter(device=device, sim__in=sims, status=Status.NEW, send_at__gt=now)
+        .order_by("send_at")
+        .values_list("send_at", flat=True)
+        .first()
+    )
+    return None if first is None else (first - now).total_seconds()
+
+
+# Long polls hold a web thread while they wait; at most this many wait at once per process,
+# so waiting phones can never take every thread from the APIs. Beyond it, polls answer at
+# once (the phone then polls at its interval).
+_waiters = threading.BoundedSemaphore(settings.LONG_POLL_MAX_WAITERS)
+
+
+def poll_or_wait(device: Device, sims: list[int] | None, wait: int) -> PollResult:
+    """poll(), and when it has nothing and the phone allows ``wait`` seconds, wait for work.
+
+    The wait ends as soon as a message for the device is created (the Redis doorbell), or
+    a scheduled one falls due, or ``wait`` passes. Without Redis, or when every waiting
+    slot of this process is in use, it answers at once: both are normal answers.
+    """
+    result = poll(device, sims)
+    if result.messages or wait <= 0 or not wake.enabled() or not _waiters.acquire(False):
+        return result
+    try:
+        deadline = time.monotonic() + min(wait, MAX_WAIT_SECONDS)
+        slots = _slots(device, sims)
+        with wake.Doorbell(device.pk) as bell:
+            while True:
+                # Checked after subscribing, so a ring between check and wait is not lost.
+                result = poll(device, sims)
+                remaining = deadline - time.monotonic()
+                if result.messages or remaining <= 0:
+                    return result
+                due = next_due_in(device, slots, timezone.now())
+                step = remaining if due is None else min(remaining, due + 0.05)
+                # A waiting phone must not pin a database connection.
+                connection.close()
+                bell.wait(step)
+    finally:
+        _waiters.release()
+
+
+def confirm(
+    device: Device, message_ids: list[int], lease_id: uuid.UUID | str | None
+) -> ConfirmResult:
+    """The phone confirms what the poll ``lease_id`` offered: see lifecycle.confirm_lease."""
+    return lifecycle.confirm_lease(device, message_ids, lease_id)
+
+
+@dataclass
+class ReportResult:
+    message_id: int
+    result: str  # "applied", "unchanged" or "refused"
+    status: int | None  # the message's status afterwards (None: not this device's)
+
+
+def report(device: Device, outcomes: list[Outcome]) -> list[ReportResult]:
+    """Apply the phone's outcome reports; each item on its own, idempotent, monotonic.
+
+    A report about another device's (or no) message is refused for that item only. Moves
+    that the lifecycle forbids (a "sent" after "delivered") are refused and change nothing.
+    """
+    results = lifecycle.record_outcomes(device, outcomes)
+    statuses = dict(
+        Message.objects.filter(id__in=[o.message_id for o in outcomes], device=device).values_list(
+            "id", "status"
+        )
+    )
+    return [
+        ReportResult(item.message_id, result, statuses.get(item.message_id))
+        for item, result in zip(outcomes, results, strict=True)
+    ]
+
+
+def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
+    """Store SMS the phone received as INCOMING; the phone's own id makes it idempotent.
+
+    A new SMS whose first word is an opt-out/opt-in keyword updates the sender's contact
+    (once per SMS). Returns {phone's id: our message id}, the same ids when an upload is
+    repeated.
+    """
+    with transaction.atomic():
+        stored, fresh = messaging.store_incoming(device, items)
+        contacts.apply_keywords(device.account_id, fresh)
+    return stored

@@ -1,0 +1,127 @@
+"""Devices as the rest of the gateway reads them: scoped lookups, SIM slots, online state.
+
+Reads only, and imports only models: every service and interface may use it, whichever
+way their own imports point.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from devices.models import Device, SimSlot
+from gateway.models import Account
+from messaging.models import Message, MessageStatusChange, Status
+
+# A device polls every delay_between_requests seconds, and a long poll can hold a request
+# open for up to LONG_POLL_SECONDS before the next one starts. Two missed polls plus that
+# window and a margin for a slow network is when we call it offline.
+LONG_POLL_SECONDS = 25
+OFFLINE_GRACE_SECONDS = 30
+
+
+class DeviceNotFound(Exception):
+    pass
+
+
+def get_device(account: Account, device_id: int) -> Device:
+    """The account's device with this id; another account's id is simply not found."""
+    try:
+        return Device.objects.for_account(account).get(pk=device_id)
+    except Device.DoesNotExist:
+        raise DeviceNotFound(device_id) from None
+
+
+def sim_slots_by_device(account: Account, device_ids: Iterable[int]) -> dict[int, set[int]]:
+    """For each of the account's devices among ``device_ids``, the SIM slots it can send on.
+
+    A device that has not reported its SIM inventory yet can send on slot 0 (every phone
+    has one); once it has, only the slots it reported.
+    """
+    ids = [d for d in set(device_ids) if isinstance(d, int)]
+    devices = {
+        d: set[int]()
+        for d in Device.objects.for_account(account).filter(pk__in=ids).values_list("pk", flat=True)
+    }
+    for device_id, slot in SimSlot.objects.filter(device_id__in=list(devices)).values_list(
+        "device_id", "slot"
+    ):
+        devices[device_id].add(slot)
+    for slots in devices.values():
+        if not slots:
+            slots.add(0)
+    return devices
+
+
+def offline_after(device: Device) -> timedelta:
+    return timedelta(
+        seconds=2 * device.delay_between_requests + LONG_POLL_SECONDS + OFFLINE_GRACE_SECONDS
+    )
+
+
+def is_online(device: Device, now: datetime | None = None) -> bool:
+    if device.last_seen_at is None:
+        return False
+    return (now or timezone.now()) - device.last_seen_at <= offline_after(device)
+
+
+def list_devices(account: Account) -> list[Device]:
+    """The account's devices, newest first, with their SIM slots loaded."""
+    return list(Device.objects.for_account(account).prefetch_related("sims").order_by("-id"))
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def is_app_version_current(device: Device) -> bool:
+    """Whether the device runs at least DEVICE_CURRENT_APP_VERSION (no setting: always)."""
+    current = settings.DEVICE_CURRENT_APP_VERSION
+    if not current or not device.app_version:
+        return True
+    return _version_key(device.app_version) >= _version_key(current)
+
+
+def _per_device(messages: QuerySet[Any], device_field: str = "device") -> Coalesce:
+    """COUNT of ``messages`` per device, as a correlated subquery for annotating devices:
+    evaluated only for the devices listed, each from an index, never a scan of all rows."""
+    counted = (
+        messages.filter(**{device_field: OuterRef("pk")})
+        .order_by()
+        .values(device_field)
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted), 0)
+
+
+def with_queue(devices: QuerySet[Device]) -> QuerySet[Device]:
+    """Devices annotated with their queue: ``queue_waiting`` (NEW, for this device) and
+    ``queue_with_phone`` (TAKEN: leased or confirmed, not yet reported)."""
+    return devices.annotate(
+        queue_waiting=_per_device(Message.objects.filter(status=Status.NEW)),
+        queue_with_phone=_per_device(Message.objects.filter(status=Status.TAKEN)),
+    )
+
+
+def with_sent_since(devices: QuerySet[Device], since: datetime) -> QuerySet[Device]:
+    """Devices annotated with ``sent_since``: their messages that moved to SENT since then."""
+    moves = MessageStatusChange.objects.filter(changed_at__gte=since, to_status=Status.SENT)
+    return devices.annotate(sent_since=_per_device(moves, "message__device"))
+
+
+def queue_depth(device: Device) -> dict[str, int]:
+    """Messages of the device waiting in the queue, and held by the phone (see with_queue)."""
+    if not hasattr(device, "queue_waiting"):
+        device = with_queue(Device.objects.filter(pk=device.pk)).get()
+    return {
+        "waiting": device.queue_waiting,  # type: ignore[attr-defined]
+        "with_phone": device.queue_with_phone,  # type: ignore[attr-defined]
+    }

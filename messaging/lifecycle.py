@@ -1,0 +1,444 @@
+"""The message lifecycle in motion: the ONLY code that writes ``Message.status``.
+
+Every move is a compare-and-set: rows are locked, the legal sources of the target status
+(``models.LEGAL_SOURCES``) are checked, and the UPDATE repeats the status it saw in its
+WHERE clause. A move repeated (a duplicate report from a phone) finds the message already
+in the target status and changes nothing; an illegal move changes nothing and is reported
+as rejected. Each real move writes one history row, its webhook outbox rows and its
+newsletter counters in the same transaction.
+
+The hand-off to phones has named verbs here (``lease``, ``take_over_leases``,
+``confirm_lease``, ``return_unconfirmed``, ``record_outcomes``, ``settle_overdue``): they
+own the lease columns (``lease_id``, ``lease_expires_at``, ``confirmed_at``,
+``not_before_at``, ``outcome_deadline_at``) as well, so a device protocol drives a phone
+through them without touching the ORM. Messages are created (as NEW or INCOMING) by
+``messaging.services``; everything after that happens here.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Case, DateTimeField, ExpressionWrapper, F, Q, Value, When
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from contacts.models import Newsletter
+from devices.models import Device
+from gateway.models import Account
+from messaging import webhooks
+from messaging.models import (
+    CONFIRMED,
+    FAILED,
+    FAILURES,
+    LEGAL_SOURCES,
+    OUTCOMES,
+    UNCONFIRMED,
+    Message,
+    MessageStatusChange,
+    Status,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MoveResult:
+    moved: list[int] = field(default_factory=list)
+    # Already in the target status: the move had happened before.
+    unchanged: list[int] = field(default_factory=list)
+    # Not found in scope, or the move is illegal from the message's current status.
+    rejected: list[int] = field(default_factory=list)
+
+
+def _fields_for(target: Status, now: datetime, detail: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {"status": target, "status_changed_at": now}
+    if target == Status.NEW:
+        # Back in the queue: the next poll leases and paces it afresh.
+        fields["lease_expires_at"] = None
+        fields["lease_id"] = None
+        fields["not_before_at"] = None
+    elif target == Status.SENT:
+        fields["sent_at"] = Coalesce(F("sent_at"), now)
+    elif target == Status.DELIVERED:
+        fields["sent_at"] = Coalesce(F("sent_at"), now)
+        fields["delivered_at"] = now
+    if target in FAILURES or target in (Status.NOT_DELIVERED, Status.UNKNOWN, Status.EXPIRED):
+        fields["error_detail"] = detail[:500]
+    return fields
+
+
+# Newsletter progress counters: how many of its messages are in each bucket right now.
+# move() keeps them exact by adding (in bucket after) - (in bucket before) for every move, so
+# reading progress never counts the message table.
+NEWSLETTER_BUCKETS = {
+    "sent_count": frozenset({Status.SENT, Status.DELIVERED, Status.NOT_DELIVERED}),
+    "delivered_count": frozenset({Status.DELIVERED}),
+    "failed_count": FAILED,
+}
+
+
+def _count_for_newsletters(moves: list[tuple[int | None, Status]], target: Status) -> None:
+    deltas: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for newsletter_id, source in moves:
+        if newsletter_id is None:
+            continue
+        for counter, bucket in NEWSLETTER_BUCKETS.items():
+            change = (target in bucket) - (source in bucket)
+            if change:
+                deltas[newsletter_id][counter] += change
+    for newsletter_id, changes in deltas.items():
+        Newsletter.objects.filter(pk=newsletter_id).update(
+            **{counter: F(counter) + change for counter, change in changes.items() if change}
+        )
+
+
+def _per_message_cases(ids: list[int], per_message: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
+    """Column -> CASE id WHEN ... expression setting each message's own value."""
+    columns = {column for i in ids for column in per_message.get(i, {})}
+    cases: dict[str, Any] = {}
+    for column in columns:
+        field = Message._meta.get_field(column)
+        assert isinstance(field, models.Field)
+        whens = [
+            When(id=i, then=Value(per_message[i][column], output_field=field))
+            for i in ids
+            if column in per_message.get(i, {})
+        ]
+        cases[column] = Case(*whens, default=F(column), output_field=field)
+    return cases
+
+
+def move(
+    message_ids: Iterable[int],
+    target: Status | int,
+    *,
+    account: Account | None = None,
+    device: Device | None = None,
+    only_from: Iterable[Status] | None = None,
+    source: str = "",
+    detail: str = "",
+) -> MoveResult:
+    """Move messages to ``target`` where that is a legal move; idempotent.
+
+    ``account`` and ``device`` scope the messages: an id outside the scope is rejected
+    exactly like an id that does not exist. ``only_from`` narrows the legal sources further
+    (an operator's cancel of what is still waiting, say). Moves of the hand-off (lease,
+    return, outcome) have their own verbs below.
+    """
+    return _move(
+        message_ids,
+        target,
+        account=account,
+        device=device,
+        only_from=only_from,
+        source=source,
+        detail=detail,
+    )
+
+
+def _move(
+    message_ids: Iterable[int],
+    target: Status | int,
+    *,
+    account: Account | None = None,
+    device: Device | None = None,
+    only_from: Iterable[Status] | None = None,
+    source: str = "",
+    detail: str = "",
+    extra: dict[str, Any] | None = None,
+    per_message: Mapping[int, dict[str, Any]] | None = None,
+    where: Q | None = None,
+) -> MoveResult:
+    """move(), plus: ``where``, a condition the rows must meet at the moment of the move;
+    ``extra``, more columns set in the same UPDATE; ``per_message``, columns set per
+    message (CASE on the id, still one UPDATE). Only this module's verbs pass them."""
+    target = Status(target)
+    sources = set(LEGAL_SOURCES.get(target, ()))
+    if only_from is not None:
+        sources &= {Status(s) for s in only_from}
+    ids = sorted({int(i) for i in message_ids})
+    result = MoveResult()
+    if not ids:
+        return result
+    now = timezone.now()
+    with transaction.atomic():
+        scoped = Message.objects.filter(id__in=ids)
+        if account is not None:
+            scoped = scoped.filter(account=account)
+        if device is not None:
+            scoped = scoped.filter(device=device)
+        if where is not None:
+            scoped = scoped.filter(where)
+        # Locked in id order, so two concurrent moves of overlapping sets cannot deadlock.
+        locked = scoped.select_for_update().order_by("id")
+        rows = {
+            r[0]: r
+            for r in locked.values_list("id", "status", "newsletter_id", "account_id", "device_id")
+        }
+        current = {message_id: row[1] for message_id, row in rows.items()}
+        by_source: dict[int, list[int]] = defaultdict(list)
+        for message_id in ids:
+            status = current.get(message_id)
+            if status is None:
+                result.rejected.append(message_id)
+            elif status == target:
+                result.unchanged.append(message_id)
+            elif status in sources:
+                by_source[status].append(message_id)
+            else:
+                result.rejected.append(message_id)
+        fields = {**_fields_for(target, now, detail), **(extra or {})}
+        history: list[MessageStatusChange] = []
+        for from_status, group in by_source.items():
+            group_fields = dict(fields)
+            if per_message:
+                group_fields.update(_per_message_cases(group, per_message))
+            updated = Message.objects.filter(id__in=group, status=from_status).update(
+                **group_fields
+            )
+            # The rows are locked, so the compare-and-set cannot miss; if it ever did, the
+            # history would lie, and that is worth failing the transaction for.
+            if updated != len(group):
+                raise RuntimeError(f"status of messages {group} changed under a row lock")
+            result.moved.extend(group)
+            history.extend(
+                MessageStatusChange(
+                    message_id=message_id,
+                    from_status=from_status,
+                    to_status=target,
+                    changed_at=now,
+                    source=source[:50],
+                    detail=detail[:500],
+                )
+                for message_id in group
+            )
+        MessageStatusChange.objects.bulk_create(history)
+        # Outbox rows in this same transaction: an event exists exactly when its move does.
+        webhooks.status_changed(
+            [(h.message_id, rows[h.message_id][3], rows[h.message_id][4]) for h in history], target
+        )
+        _count_for_newsletters(
+            [(rows[h.message_id][2], Status(h.from_status)) for h in history], target
+        )
+    result.moved.sort()
+    if result.moved:
+        log.info("moved %d message(s) to %s (%s)", len(result.moved), target.name, source)
+    return result
+
+
+# --- The hand-off -----------------------------------------------------------------------------
+
+
+def lease(
+    device: Device,
+    claims: Mapping[int, tuple[datetime, datetime]],
+    lease_id: uuid.UUID,
+    *,
+    source: str,
+) -> list[int]:
+    """Lease waiting messages of this device to one poll: NEW -> TAKEN under ``lease_id``.
+
+    ``claims`` maps each message to its paced not-before time and its lease expiry. A
+    message no longer NEW (cancelled, taken meanwhile) is left alone. Returns the ids
+    leased, in id order.
+    """
+    per_message = {
+        message_id: {"not_before_at": not_before, "lease_expires_at": expires}
+        for message_id, (not_before, expires) in claims.items()
+    }
+    return _move(
+        list(claims),
+        Status.TAKEN,
+        device=device,
+        only_from=[Status.NEW],
+        per_message=per_message,
+        extra={"lease_id": lease_id},
+        source=source,
+    ).moved
+
+
+def take_over_leases(device: Device, message_ids: Iterable[int], lease_id: uuid.UUID) -> set[int]:
+    """Give the device's unconfirmed leases among ``message_ids`` to the poll ``lease_id``.
+
+    A re-poll after a lost answer gets the same messages again under its own lease, and
+    the earlier poll's lease id stops being accepted by confirm_lease: of two processes
+    polling with one device token, only the one that polled last can confirm, so no
+    message is ever confirmed to both. Compare-and-set on "still unconfirmed"; returns the
+    ids this poll now holds (a lease confirmed meanwhile is not among them).
+    """
+    ids = list(message_ids)
+    Message.objects.filter(UNCONFIRMED, id__in=ids, device=device).update(lease_id=lease_id)
+    return set(
+        Message.objects.filter(UNCONFIRMED, id__in=ids, lease_id=lease_id).values_list(
+            "id", flat=True
+        )
+    )
+
+
+@dataclass
+class ConfirmResult:
+    confirmed: list[int]
+    refused: list[int]
+    # Among the refused: still leased to this device, but under another poll's lease (a
+    # later poll with the same device token took it over). Not this poller's to send.
+    superseded: list[int] = field(default_factory=list)
+
+
+def confirm_lease(
+    device: Device, message_ids: Iterable[int], lease_id: uuid.UUID | str | None
+) -> ConfirmResult:
+    """The phone has the messages and will send them: they are never handed out again.
+
+    Confirms this device's live, unconfirmed leases held by the poll ``lease_id``;
+    confirming again with the same lease id changes nothing and answers confirmed. A lease
+    that expired, a cancelled message, another device's, or one another poll holds (or
+    confirmed) is refused, and the phone must not send it. Each confirmed message owes an
+    outcome by its not-before time plus DEVICE_OUTCOME_SECONDS, else settle_overdue ends
+    it UNKNOWN (never re-sent).
+    """
+    now = timezone.now()
+    ids = sorted({int(i) for i in message_ids})
+    try:
+        holder = lease_id if isinstance(lease_id, uuid.UUID) else uuid.UUID(str(lease_id))
+    except ValueError:
+        return ConfirmResult(confirmed=[], refused=ids)
+    mine = Message.objects.filter(id__in=ids, device=device, status=Status.TAKEN)
+    # One compare-and-set UPDATE: only live, unconfirmed leases of this poll change.
+    mine.filter(UNCONFIRMED, lease_id=holder, lease_expires_at__gte=now).update(
+        confirmed_at=now,
+        outcome_deadline_at=ExpressionWrapper(
+            Greatest(Coalesce(F("not_before_at"), Value(now)), Value(now))
+            + timedelta(seconds=settings.DEVICE_OUTCOME_SECONDS),
+            output_field=DateTimeField(),
+        ),
+    )
+    confirmed, superseded = [], []
+    for message_id, held_by, confirmed_at in mine.order_by("id").values_list(
+        "id", "lease_id", "confirmed_at"
+    ):
+        if held_by != holder:
+            superseded.append(message_id)
+        elif confirmed_at is not None:
+            confirmed.append(message_id)
+    done = set(confirmed)
+    return ConfirmResult(
+        confirmed=confirmed, refused=[i for i in ids if i not in done], superseded=superseded
+    )
+
+
+def return_unconfirmed(
+    message_ids: Iterable[int],
+    *,
+    account: Account | None = None,
+    device: Device | None = None,
+    expired_before: datetime | None = None,
+    source: str,
+) -> list[int]:
+    """Leases the phone never confirmed go back to the queue: TAKEN -> NEW, lease cleared.
+
+    For the reaper (``expired_before``: only leases that expired by then), a re-paired
+    phone (its new installation cannot know them) and an operator moving messages. A
+    confirmation that wins the race keeps its lease: the condition is re-checked under the
+    row lock. Idempotent; returns the ids returned.
+    """
+    where = UNCONFIRMED
+    if expired_before is not None:
+        where &= Q(lease_expires_at__lt=expired_before)
+    return _move(
+        message_ids,
+        Status.NEW,
+        account=account,
+        device=device,
+        only_from=[Status.TAKEN],
+        where=where,
+        source=source,
+    ).moved
+
+
+def cancel_unconfirmed(message_ids: Iterable[int], *, account: Account, source: str) -> list[int]:
+    """Cancel the messages no phone has confirmed (waiting, or leased but unconfirmed):
+    those confirmed go out as the phone has them. Idempotent; returns the ids cancelled."""
+    return _move(
+        message_ids,
+        Status.CANCELLED,
+        account=account,
+        where=Q(confirmed_at__isnull=True),
+        source=source,
+    ).moved
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a phone says happened to one message it took."""
+
+    message_id: int
+    status: int  # an outcome code: 6, 7, 8, 9-12, 100, 101
+    error: str = ""
+    parts: int | None = None
+
+
+def record_outcomes(device: Device, outcomes: Sequence[Outcome]) -> list[str]:
+    """Apply a phone's outcome reports in order, each on its own; idempotent, monotonic.
+
+    Answers, per item, "applied", "unchanged" (it had happened: in an earlier call, or
+    earlier in this batch) or "refused" (another device's or no message, not an outcome,
+    or a move the lifecycle forbids, such as "sent" after "delivered"). Consecutive items
+    of the same kind share one move.
+    """
+    results: list[str] = []
+    for (target, error), group in groupby(outcomes, key=lambda o: (o.status, o.error)):
+        items = list(group)
+        if target not in OUTCOMES:
+            results += ["refused"] * len(items)
+            continue
+        parts = {i.message_id: {"parts_sent": i.parts} for i in items if i.parts is not None}
+        moved = _move(
+            [i.message_id for i in items],
+            Status(target),
+            device=device,
+            detail=error,
+            per_message=parts or None,
+            source=f"device {device.pk}",
+        )
+        applied, unchanged = set(moved.moved), set(moved.unchanged)
+        for item in items:
+            if item.message_id in applied:
+                results.append("applied")
+                # The same report again in this group finds it done: the move happened once.
+                applied.discard(item.message_id)
+                unchanged.add(item.message_id)
+            else:
+                results.append("unchanged" if item.message_id in unchanged else "refused")
+    return results
+
+
+def settle_overdue(*, limit: int = 1000) -> int:
+    """Confirmed messages whose outcome never came by their deadline end UNKNOWN.
+
+    They are not sent again: the phone took them and may have sent them. Bounded;
+    idempotent. Returns how many moved.
+    """
+    ids = list(
+        Message.objects.filter(CONFIRMED, outcome_deadline_at__lt=timezone.now())
+        .order_by("outcome_deadline_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    return len(
+        _move(
+            ids,
+            Status.UNKNOWN,
+            only_from=[Status.TAKEN],
+            detail="no outcome reported by the phone before the deadline",
+            source="deadline",
+        ).moved
+    )
