@@ -26,7 +26,7 @@ phones, depths) are timed, and p50/p95 printed. Target: p95 <= 50 ms.
 (captured with ``CaptureQueriesContext``) is printed per filter, and any ``Seq Scan`` on
 messaging_message is flagged.
 
-Baseline, same client, same filters (the queryset of ``messaging.services._filtered``),
+Baseline, same client, same filters (the queryset of ``messaging.services.filtered_messages``),
 same 500 rows (checked id for id): a DRF APIView rendering the page with a
 ``ModelSerializer(many=True)`` and paging with ``OFFSET`` (so the deep page is
 ``OFFSET 700000..950000``). Printed: real/baseline time ratio per filter (below 1 = real
@@ -89,7 +89,7 @@ def install_baseline_urls() -> str:
     from gateway.services import authenticate_token
     from gateway.urls import urlpatterns as real_patterns
     from messaging.models import Message
-    from messaging.services import MessageFilter, _filtered
+    from messaging.services import MessageFilter, filtered_messages
 
     class NaiveMessage(serializers.ModelSerializer):
         newsletter_title = serializers.CharField(source="newsletter.title", default=None)
@@ -152,7 +152,7 @@ def install_baseline_urls() -> str:
             if params.get("orderbydesc") == "1":
                 order = ["-" + field for field in order]
             page = (
-                _filtered(token.account, query)
+                filtered_messages(token.account, query)
                 .select_related("newsletter")
                 .order_by(*order)[offset : offset + limit]
             )

@@ -16,6 +16,7 @@ from contacts import services
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
 from gateway import inputs
 from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
+from gateway.phones import InvalidPhone, normalize_phone
 from messaging.services import InvalidMessage, check_body
 
 MAX_CSV_BYTES = 10 * 1024 * 1024
@@ -76,8 +77,26 @@ class ImportForm(forms.Form):
     file = forms.FileField(help_text="CSV with a header row: phone,name,tags (tags separated by ;)")
 
 
+class ContactForm(forms.ModelForm):
+    """The number is normalized as every API normalizes it; a new number is a new contact."""
+
+    class Meta:
+        model = Contact
+        fields = ("account", "phone", "name", "tags", "opted_out")
+
+    def clean_phone(self) -> str:
+        try:
+            phone = normalize_phone(self.cleaned_data["phone"])
+        except InvalidPhone as exc:
+            raise forms.ValidationError(str(exc)) from None
+        if self.instance.pk is not None and phone != self.instance.phone:
+            raise forms.ValidationError("A contact's number cannot change; add a new contact")
+        return phone
+
+
 @admin.register(Contact)
 class ContactAdmin(AccountScopedAdmin):
+    form = ContactForm
     list_display = ("id", "phone", "name", "opted_out", "created_at")
     list_filter = ("opted_out",)
     search_fields = ("phone", "name")
@@ -95,6 +114,34 @@ class ContactAdmin(AccountScopedAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # Through the services: one contact per number and account, consent changes logged.
+        data = form.cleaned_data
+        account = account_of(request) or data.get("account") or obj.account
+        tags = [t.pk for t in data.get("tags", [])]
+        if change:
+            saved = services.update_contact(
+                account,
+                obj.pk,
+                name=data.get("name", ""),
+                opted_out=data.get("opted_out"),
+                tag_ids=tags,
+                reason="changed in the admin",
+            )
+        else:
+            saved = services.save_contact(
+                account, data["phone"], name=data.get("name", ""), tag_ids=tags
+            )
+            if data.get("opted_out"):
+                services.set_opt_out(saved, True, reason="added opted out in the admin")
+        obj.pk, obj.account_id = saved.pk, saved.account_id
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # The service saved the tags; the consent history inline is read-only (saving its
+        # formset writes nothing, and the admin's change message reads what it did).
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     @admin.action(description="Export as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse:
@@ -205,13 +252,35 @@ class NewsletterAdmin(AccountScopedAdmin):
             return (*self.readonly_fields, "title", "device", "sim", "body", "tags", "send_at")
         return self.readonly_fields
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        newsletter = form.instance
-        if newsletter.state == Newsletter.State.SCHEDULED and newsletter.send_at <= timezone.now():
-            from gateway.tasks import enqueue_on_commit
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # Through the services, as every API creates and changes newsletters (checks, the
+        # fan-out of one that is due); the form has checked the fields already.
+        data = form.cleaned_data
+        account = account_of(request) or data.get("account") or obj.account
+        if not change:
+            created = services.create_newsletter(
+                account,
+                title=data["title"],
+                device_id=data["device"].pk,
+                sim=data["sim"],
+                body=data["body"],
+                tag_ids=[t.pk for t in data["tags"]],
+                send_at=data.get("send_at"),
+            )
+            obj.pk, obj.account_id, obj.state = created.pk, created.account_id, created.state
+            return
+        fields = {"title": "title", "device": "device_id", "sim": "sim", "body": "body"}
+        changes = {fields[f]: data[f] for f in form.changed_data if f in fields}
+        if "device_id" in changes:
+            changes["device_id"] = changes["device_id"].pk
+        if "send_at" in form.changed_data:
+            changes["send_at"] = data["send_at"]
+        tags = [t.pk for t in data["tags"]] if "tags" in form.changed_data else None
+        if changes or tags is not None:
+            services.update_newsletter(account, obj.pk, tag_ids=tags, **changes)
 
-            enqueue_on_commit("contacts.tasks.fan_out_newsletter", newsletter.pk)
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # the tags were saved with the newsletter by the service
 
     @admin.display(description="Will reach")
     def reach(self, newsletter: Newsletter) -> str:

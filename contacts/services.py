@@ -19,7 +19,7 @@ from django.utils import timezone
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
 from devices import wake
 from devices.models import Device
-from devices.queries import get_device, sim_slots_by_device
+from devices.queries import DeviceNotFound, get_device, sim_slots_by_device
 from gateway import inputs
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone
@@ -200,11 +200,10 @@ def update_newsletter(
         raise ValueError(f"not changeable: {sorted(unknown)}")
     newsletter = _newsletter(account, newsletter_id)
     if "device_id" in changes or "sim" in changes:
-        check_sender(
-            account,
-            changes.get("device_id", newsletter.device_id),
-            changes.get("sim", newsletter.sim),
-        )
+        device_id = changes.get("device_id", newsletter.device_id)
+        if device_id is None:  # its device was deleted, and no other is given
+            raise DeviceNotFound(device_id)
+        check_sender(account, device_id, changes.get("sim", newsletter.sim))
     if "body" in changes:
         check_body(changes["body"])
     if "title" in changes:

@@ -81,7 +81,7 @@ class SimSlot(models.Model):
     roaming = models.BooleanField(default=False)
     country_iso = models.CharField(max_length=8, blank=True)
     carrier_name = models.CharField(max_length=100, blank=True)
-    # Pacing state, written only by devices.services under this row's lock: the earliest
+    # Pacing state, written only by devices.handoff under this row's lock: the earliest
     # time the next non-urgent SMS may go, and [epoch seconds, segments] of the sends
     # scheduled in the last 60 s (the platform limit's window).
     next_send_at = models.DateTimeField(null=True, blank=True, editable=False)

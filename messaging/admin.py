@@ -103,7 +103,9 @@ class SendForm(forms.Form):
     device = forms.ModelChoiceField(queryset=Device.objects.none())
     sim = forms.TypedChoiceField(choices=[(0, "SIM 1"), (1, "SIM 2")], coerce=int)
     to = forms.CharField(label="To", max_length=20_000, help_text="Numbers, comma-separated.")
-    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), max_length=1600)
+    body = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}), max_length=services.MAX_BODY_CHARS
+    )
     urgent = forms.BooleanField(required=False)
 
     def __init__(self, *args: Any, devices: QuerySet[Any], **kwargs: Any) -> None:
@@ -133,7 +135,7 @@ class MessageAdmin(AccountScopedAdmin):
     )
     search_fields = ("=phone", "=customer_id")
     list_select_related = ("device",)
-    # Everything about a message's life is written by messaging.services: shown, never edited.
+    # Everything about a message's life is written by messaging.lifecycle: shown, never edited.
     readonly_fields = (
         "account",
         "device",

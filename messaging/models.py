@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.db import models
@@ -150,7 +151,7 @@ class Message(models.Model):
     )
     segments = models.PositiveSmallIntegerField(default=1)
     error_detail = models.CharField(max_length=500, blank=True)
-    # The hand-off to the phone (devices.services): a poll leases the message (lease_id)
+    # The hand-off to the phone (messaging.lifecycle): a poll leases the message (lease_id)
     # until lease_expires_at; the phone confirms receipt (confirmed_at) and then owes an outcome
     # by outcome_deadline_at. not_before_at is the paced earliest send time.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -371,6 +372,9 @@ class WebhookEvent(models.Model):
 
 class IdempotencyKey(models.Model):
     """A create request of the REST API made with an Idempotency-Key, and its answer."""
+
+    # How long a key is kept (promised to clients, whatever the history retention).
+    KEEP = timedelta(hours=24)
 
     account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)

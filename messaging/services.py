@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from contacts.models import Newsletter
@@ -379,13 +379,18 @@ MAX_PAGE = 1000
 
 @dataclass(frozen=True)
 class MessageFilter:
+    """Which of an account's messages a listing shows; every API's filters map onto it."""
+
     device_id: int | None = None
     status: int | None = None
-    created_from: datetime | None = None
-    created_to: datetime | None = None
+    created_from: datetime | None = None  # inclusive
+    created_to: datetime | None = None  # inclusive
+    created_before: datetime | None = None  # exclusive
     sim: int | None = None
     customer_id: int | None = None
     phone: str | None = None  # normalized
+    newsletter_id: int | None = None
+    incoming: bool | None = None  # True: only incoming, False: only outgoing
 
 
 LISTED_FIELDS = (
@@ -406,22 +411,26 @@ LISTED_FIELDS = (
 )
 
 
-def _filtered(account: Account, query: MessageFilter) -> Any:
+def filtered_messages(account: Account, query: MessageFilter) -> QuerySet[Message]:
+    """The account's messages that ``query`` selects, unordered (the listing orders)."""
     messages = Message.objects.for_account(account)
-    if query.device_id is not None:
-        messages = messages.filter(device_id=query.device_id)
-    if query.status is not None:
-        messages = messages.filter(status=query.status)
-    if query.created_from is not None:
-        messages = messages.filter(created_at__gte=query.created_from)
-    if query.created_to is not None:
-        messages = messages.filter(created_at__lte=query.created_to)
-    if query.sim is not None:
-        messages = messages.filter(sim=query.sim)
-    if query.customer_id is not None:
-        messages = messages.filter(customer_id=query.customer_id)
-    if query.phone is not None:
-        messages = messages.filter(phone=query.phone)
+    for column, value in (
+        ("device_id", query.device_id),
+        ("status", query.status),
+        ("created_at__gte", query.created_from),
+        ("created_at__lte", query.created_to),
+        ("created_at__lt", query.created_before),
+        ("sim", query.sim),
+        ("customer_id", query.customer_id),
+        ("phone", query.phone),
+        ("newsletter_id", query.newsletter_id),
+    ):
+        if value is not None:
+            messages = messages.filter(**{column: value})
+    if query.incoming is True:
+        messages = messages.filter(status=Status.INCOMING)
+    elif query.incoming is False:
+        messages = messages.exclude(status=Status.INCOMING)
     return messages
 
 
@@ -438,11 +447,13 @@ def list_messages(
     ``after_id`` continues a previous page (keyset paging: any depth costs the same).
     Returns the rows and whether more follow. Reads only.
     """
-    messages = _filtered(account, query)
+    messages = filtered_messages(account, query)
     # A date window is read in creation order from the (account, created_at, id) index;
     # ids follow creation time, so this is the id order in all but name. Walking the id
     # index instead would skip every row before the window first.
-    by_time = query.created_from is not None or query.created_to is not None
+    by_time = any(
+        t is not None for t in (query.created_from, query.created_to, query.created_before)
+    )
     if after_id is not None:
         messages = _after(account, messages, after_id, newest_first=newest_first, by_time=by_time)
     order = ["created_at", "id"] if by_time else ["id"]
@@ -484,7 +495,7 @@ def _after(
 
 def count_messages(account: Account, query: MessageFilter) -> int:
     """Exact count of the account's messages matching ``query`` (asked for explicitly)."""
-    return int(_filtered(account, query).count())
+    return int(filtered_messages(account, query).count())
 
 
 def cancel(account: Account, message_ids: Iterable[int], *, source: str = "") -> MoveResult:
@@ -524,8 +535,7 @@ def prune_history(*, limit: int = 10_000) -> int:
 
     Messages are kept. Bounded per run; idempotent. Returns how many rows went.
     """
-    # Idempotency keys are promised for 24 hours, whatever the retention.
-    IdempotencyKey.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).delete()
+    IdempotencyKey.objects.filter(created_at__lt=timezone.now() - IdempotencyKey.KEEP).delete()
     if not settings.HISTORY_RETENTION_DAYS:
         return 0
     cutoff = timezone.now() - timedelta(days=settings.HISTORY_RETENTION_DAYS)

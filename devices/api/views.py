@@ -25,6 +25,7 @@ from gateway import services as accounts
 from gateway.api_fields import Int64Field, TimeField
 from gateway.clients import client_address
 from messaging.lifecycle import Outcome
+from messaging.models import OUTCOMES, Status
 from messaging.services import IncomingSms
 
 AGENT_FILE = Path(__file__).resolve().parent.parent / "agent" / "sms_agent.py"
@@ -184,18 +185,20 @@ class ConfirmSerializer(serializers.Serializer):
     lease = serializers.UUIDField()
 
 
+# The outcome names of the wire; the codes are the lifecycle's (messaging.models).
 OUTCOME_NAMES = {
-    "sent": 6,
-    "delivered": 7,
-    "not_delivered": 8,
-    "failed": 9,
-    "generic_failure": 9,
-    "no_service": 10,
-    "null_pdu": 11,
-    "radio_off": 12,
-    "not_allowed": 100,
-    "not_allowed_at_all": 101,
+    "sent": Status.SENT,
+    "delivered": Status.DELIVERED,
+    "not_delivered": Status.NOT_DELIVERED,
+    "failed": Status.GENERIC_FAILURE,
+    "generic_failure": Status.GENERIC_FAILURE,
+    "no_service": Status.NO_SERVICE,
+    "null_pdu": Status.NULL_PDU,
+    "radio_off": Status.RADIO_OFF,
+    "not_allowed": Status.NOT_ALLOWED,
+    "not_allowed_at_all": Status.NOT_ALLOWED_AT_ALL,
 }
+assert set(OUTCOME_NAMES.values()) == OUTCOMES
 
 
 class OutcomeField(serializers.Field):

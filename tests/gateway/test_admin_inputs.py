@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from contacts.models import Contact, Newsletter, Tag
+from gateway.models import User
 
 
 @pytest.fixture
@@ -83,24 +84,29 @@ def test_the_admin_csv_import_without_a_phone_column_says_so(superuser):
 
 def test_a_time_at_the_end_of_the_calendar_is_a_form_error_in_any_admin_form(superuser):
     client, account, _device = superuser
-    contact = Contact.objects.create(account=account, phone="+4915700000001", name="Anna")
+    user = User.objects.create_user("late@example.com", "pw-long-enough", account=account)
     fields = {
+        "email": user.email,
         "account": account.pk,
-        "phone": contact.phone,
-        "name": "Anna",
-        "opted_out": "on",
-        "opted_out_at_0": "9999-12-31",
-        "opted_out_at_1": "23:59:59",
-        "events-TOTAL_FORMS": 0,
-        "events-INITIAL_FORMS": 0,
+        "full_name": "",
+        "is_active": "on",
+        "date_joined_0": "9999-12-31",
+        "date_joined_1": "23:59:59",
     }
-    url = reverse("admin:contacts_contact_change", args=[contact.pk])
+    url = reverse("admin:gateway_user_change", args=[user.pk])
     response = client.post(url, fields)
     assert response.status_code == 200
     assert "Time is out of range: in UTC it must fall between" in response.content.decode()
-    contact.refresh_from_db()
-    assert contact.opted_out_at is None
-    assert client.get(reverse("admin:contacts_contact_changelist")).status_code == 200
+    user.refresh_from_db()
+    assert user.date_joined.year < 9999
+    assert client.get(reverse("admin:gateway_user_changelist")).status_code == 200
+
+
+def test_a_contacts_opt_out_time_is_not_typed_in_the_admin_but_kept_by_its_consent(superuser):
+    client, account, _device = superuser
+    contact = Contact.objects.create(account=account, phone="+4915700000001", name="Anna")
+    form = client.get(reverse("admin:contacts_contact_change", args=[contact.pk])).content
+    assert b'name="opted_out_at' not in form and b'name="opted_out"' in form
 
 
 def test_a_newsletter_send_time_too_far_ahead_is_a_form_error(superuser):

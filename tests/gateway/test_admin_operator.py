@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
+from contacts import services as contacts_services
 from contacts.models import Contact, Newsletter, Tag
 from devices.models import Device
 from gateway import services as accounts
@@ -245,3 +249,55 @@ def test_device_settings_change_through_the_service_and_the_phones_limit_is_not_
     device.refresh_from_db()
     assert (device.title, device.delay_between_sms) == ("Pixel 8", 5)
     assert device.segments_per_minute == 30
+
+
+def test_contacts_saved_in_the_admin_are_normalized_merged_and_their_consent_logged(operator):
+    client, account, _ = operator
+    tag = Tag.objects.create(account=account, title="vip")
+    add = reverse("admin:contacts_contact_add")
+    fields = {"name": "Anna", "tags": [tag.pk], "events-TOTAL_FORMS": "0"}
+    fields["events-INITIAL_FORMS"] = "0"
+    assert client.post(add, {**fields, "phone": "+49 157 5298 2212"}).status_code == 302
+    contact = Contact.objects.get(account=account)
+    assert contact.phone == "+4915752982212"
+    # the same number again is the same contact
+    assert client.post(add, {**fields, "phone": "+4915752982212"}).status_code == 302
+    assert Contact.objects.filter(account=account).count() == 1
+    refused = client.post(add, {**fields, "phone": "not a number"})
+    assert refused.status_code == 200 and "phone" in refused.context["adminform"].form.errors
+    change = reverse("admin:contacts_contact_change", args=[contact.pk])
+    assert (
+        client.post(change, {**fields, "phone": contact.phone, "opted_out": "on"}).status_code
+        == 302
+    )
+    contact.refresh_from_db()
+    assert contact.opted_out and contact.events.get().kind == "opted_out"
+
+
+def test_a_scheduled_newsletter_changed_in_the_admin_is_checked_like_a_new_one(operator):
+    client, account, device = operator
+    tag = Tag.objects.create(account=account, title="all")
+    newsletter = contacts_services.create_newsletter(
+        account,
+        title="Sale",
+        device_id=device.pk,
+        sim=0,
+        body="x",
+        tag_ids=[tag.pk],
+        send_at=timezone.now() + timedelta(days=3),
+    )
+    change = reverse("admin:contacts_newsletter_change", args=[newsletter.pk])
+    fields = {
+        "title": "Sale",
+        "device": device.pk,
+        "sim": 0,
+        "body": "New text",
+        "tags": [tag.pk],
+        "send_at_0": "2031-01-01",
+        "send_at_1": "10:00:00",
+    }
+    assert client.post(change, fields).status_code == 302
+    newsletter.refresh_from_db()
+    assert newsletter.body == "New text" and newsletter.send_at.year == 2031
+    refused = client.post(change, {**fields, "sim": 7})
+    assert refused.status_code == 200 and "sim" in refused.context["adminform"].form.errors

@@ -574,7 +574,9 @@ def test_a_time_filter_out_of_range_is_a_400_naming_it(setup, query, problem):
     name, value = query.split("=")
     body = is_problem(api.get("messages", {name: value}), 400)
     (name,) = body["errors"]
-    assert body["errors"][name].startswith(problem)
+    # Field errors are lists, as for every field of every request body
+    (message,) = body["errors"][name]
+    assert message.startswith(problem)
 
 
 @pytest.mark.parametrize(
@@ -584,13 +586,13 @@ def test_a_time_filter_out_of_range_is_a_400_naming_it(setup, query, problem):
 def test_a_non_integer_query_filter_is_a_400_naming_it(setup, path):
     api, _account, _device = setup
     name = path.split("?")[1].split("=")[0]
-    assert is_problem(api.client.get(API + path), 400)["errors"] == {name: "an integer"}
+    assert is_problem(api.client.get(API + path), 400)["errors"] == {name: ["an integer"]}
 
 
 def test_an_integer_query_filter_beyond_64_bits_is_a_400(setup):
     api, _account, _device = setup
     body = is_problem(api.client.get(f"{API}messages?customer_id={2**64}"), 400)
-    assert body["errors"]["customer_id"].startswith("customer_id must be between")
+    assert body["errors"]["customer_id"][0].startswith("customer_id must be between")
 
 
 def test_a_customer_id_beyond_64_bits_is_a_400_and_the_largest_is_stored(setup):

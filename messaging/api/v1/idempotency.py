@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -19,7 +18,6 @@ from rest_framework.response import Response
 from messaging.api.v1.base import Conflict, Unprocessable, account_of
 from messaging.models import IdempotencyKey
 
-KEEP = timedelta(hours=24)
 MAX_KEY_LENGTH = 255
 
 
@@ -46,7 +44,7 @@ def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
             )
     except IntegrityError:
         existing = IdempotencyKey.objects.get(account=account, key=key)
-        if existing.created_at < timezone.now() - KEEP:
+        if existing.created_at < timezone.now() - IdempotencyKey.KEEP:
             # Past its 24 hours (not swept yet): the key starts afresh.
             existing.delete()
             return idempotent(request, handle)

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from contacts.models import Contact, Newsletter, Tag
+from contacts.models import Newsletter, Tag
 from devices import queries
 from devices.models import Device
+from gateway import inputs
 from gateway.api_fields import Int64Field, TimeField, check_text
 from gateway.models import ApiToken
+from gateway.phones import InvalidPhone, normalize_phone
 from messaging.encoding import encoding_of
 from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
-
-MAX_RECIPIENTS = 1000
+from messaging.services import MAX_BATCH, MAX_BODY_CHARS, MAX_RECIPIENTS, MessageFilter
 
 
 @extend_schema_field(
     {
         "oneOf": [
             {"type": "string"},
-            {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+            {"type": "array", "items": {"type": "string"}, "maxItems": MAX_RECIPIENTS},
         ]
     }
 )
@@ -46,7 +51,7 @@ class RecipientsField(serializers.Field):
 
 class MessageCreateSerializer(serializers.Serializer):
     to = RecipientsField(help_text="A number, or a list of numbers (one message each).")
-    body = serializers.CharField(max_length=1600, trim_whitespace=False)
+    body = serializers.CharField(max_length=MAX_BODY_CHARS, trim_whitespace=False)
     device_id = Int64Field()
     sim = serializers.IntegerField(min_value=0, max_value=7, default=0)
     send_at = TimeField(
@@ -61,7 +66,80 @@ class MessageCreateSerializer(serializers.Serializer):
 
 
 class MessageBatchSerializer(serializers.Serializer):
-    messages = MessageCreateSerializer(many=True, min_length=1, max_length=10_000)  # type: ignore[call-arg]
+    messages = MessageCreateSerializer(many=True, min_length=1, max_length=MAX_BATCH)  # type: ignore[call-arg]
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,30}")
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class QueryInt(serializers.Field):
+    """An integer query parameter: digits only, within 64 bits."""
+
+    def to_internal_value(self, data: Any) -> int:
+        value = str(data).strip()
+        if not _INTEGER.fullmatch(value):
+            raise serializers.ValidationError("an integer")
+        try:
+            return inputs.check_int(int(value), self.field_name or "value")
+        except inputs.InvalidInput as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+@extend_schema_field(OpenApiTypes.DATETIME)
+class QueryTime(serializers.Field):
+    """An ISO 8601 query parameter, in UTC (naive: UTC); any time that exists in UTC."""
+
+    def to_internal_value(self, data: Any) -> datetime:
+        try:
+            moment = parse_datetime(str(data).strip())
+        except ValueError:  # well formed, but no such time (2024-02-30)
+            moment = None
+        if moment is None:
+            raise serializers.ValidationError("an ISO 8601 date-time")
+        try:
+            return inputs.to_utc(moment, self.field_name or "time")
+        except inputs.InvalidInput as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class MessageFilterSerializer(serializers.Serializer):
+    """The query parameters of the message list, as a messaging.services.MessageFilter."""
+
+    status = QueryInt(required=False, help_text="status code")
+    device = QueryInt(required=False, help_text="device id")
+    sim = QueryInt(required=False, help_text="SIM slot")
+    customer_id = QueryInt(required=False, help_text="your customer id")
+    newsletter = QueryInt(required=False, help_text="newsletter id")
+    created_after = QueryTime(required=False)
+    created_before = QueryTime(required=False)
+    phone = serializers.CharField(required=False)
+    direction = serializers.ChoiceField(choices=["incoming", "outgoing"], required=False)
+
+    def validate_phone(self, value: str) -> str:
+        try:
+            return normalize_phone(value)
+        except InvalidPhone as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def message_filter(self) -> MessageFilter:
+        data = self.validated_data
+        direction = data.get("direction")
+        return MessageFilter(
+            status=data.get("status"),
+            device_id=data.get("device"),
+            sim=data.get("sim"),
+            customer_id=data.get("customer_id"),
+            newsletter_id=data.get("newsletter"),
+            created_from=data.get("created_after"),
+            created_before=data.get("created_before"),
+            phone=data.get("phone"),
+            incoming=None if direction is None else direction == "incoming",
+        )
+
+
+class ContactFilterSerializer(serializers.Serializer):
+    tag = QueryInt(required=False, help_text="tag id")
 
 
 class StatusChangeSerializer(serializers.Serializer):
@@ -118,61 +196,55 @@ class SimSerializer(serializers.Serializer):
     roaming = serializers.BooleanField()
 
 
-class DeviceSerializer(serializers.ModelSerializer):
-    sims = SimSerializer(many=True, read_only=True)
-    online = serializers.SerializerMethodField()
-    queue = serializers.SerializerMethodField()
+def _seconds(low: int, high: int, value: int | None) -> int | None:
+    if value is not None and not low <= value <= high:
+        raise serializers.ValidationError(
+            f"at most {high} seconds" if low == 0 else f"between {low} and {high} seconds"
+        )
+    return value
 
-    class Meta:
-        model = Device
-        fields = (
-            "id",
-            "title",
-            "number",
-            "enabled",
-            "online",
-            "last_seen_at",
-            "app_version",
-            "battery_percent",
-            "charging",
-            "signal_dbm",
-            "sims",
-            "queue",
-            "delay_between_sms",
-            "delay_between_requests",
-            "batch_size",
-            "segments_per_minute",
-            "created_at",
-        )
-        read_only_fields = (
-            "id",
-            "online",
-            "last_seen_at",
-            "app_version",
-            "battery_percent",
-            "charging",
-            "signal_dbm",
-            "sims",
-            "queue",
-            "segments_per_minute",
-            "created_at",
-        )
+
+class DeviceSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    title = serializers.CharField(
+        max_length=150, required=False, help_text="Model name or a label."
+    )
+    number = serializers.CharField(max_length=32, allow_blank=True, required=False)
+    enabled = serializers.BooleanField(required=False)
+    online = serializers.SerializerMethodField()
+    last_seen_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    app_version = serializers.CharField(read_only=True)
+    battery_percent = serializers.IntegerField(read_only=True, allow_null=True)
+    charging = serializers.BooleanField(read_only=True, allow_null=True)
+    signal_dbm = serializers.IntegerField(read_only=True, allow_null=True)
+    sims = SimSerializer(many=True, read_only=True)
+    queue = serializers.SerializerMethodField()
+    delay_between_sms = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    delay_between_requests = serializers.IntegerField(min_value=0, required=False)
+    batch_size = serializers.IntegerField(min_value=0, required=False)
+    segments_per_minute = serializers.IntegerField(
+        read_only=True, help_text="The phone's limit per SIM and minute, as it reported it."
+    )
+    created_at = serializers.DateTimeField(read_only=True)
 
     def get_online(self, device: Device) -> bool:
         return queries.is_online(device)
 
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {"waiting": {"type": "integer"}, "with_phone": {"type": "integer"}},
+        }
+    )
     def get_queue(self, device: Device) -> dict[str, int]:
         return queries.queue_depth(device)
 
     def validate_delay_between_requests(self, value: int) -> int:
-        if not 1 <= value <= 3600:
-            raise serializers.ValidationError("between 1 and 3600 seconds")
+        _seconds(1, 3600, value)
         return value
 
     def validate_delay_between_sms(self, value: int | None) -> int | None:
-        if value is not None and value > 3600:
-            raise serializers.ValidationError("at most 3600 seconds")
-        return value
+        return _seconds(0, 3600, value)
 
     def validate_batch_size(self, value: int) -> int:
         if not 1 <= value <= 100:
@@ -180,28 +252,33 @@ class DeviceSerializer(serializers.ModelSerializer):
         return value
 
 
-class TagSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Tag
-        fields = ("id", "title", "created_at")
-        read_only_fields = ("id", "created_at")
+class TagSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    title = serializers.CharField(max_length=150)
+    created_at = serializers.DateTimeField(read_only=True)
 
 
-class ContactSerializer(serializers.ModelSerializer):
-    tags = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Tag.objects.none(), required=False
-    )
+@extend_schema_field(OpenApiTypes.INT)
+class _AccountTags(serializers.PrimaryKeyRelatedField):
+    """Ids of the caller's tags (another account's id is "does not exist")."""
 
-    class Meta:
-        model = Contact
-        fields = ("id", "phone", "name", "tags", "opted_out", "opted_out_at", "created_at")
-        read_only_fields = ("id", "opted_out_at", "created_at")
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("queryset", Tag.objects.none())
+        super().__init__(**kwargs)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def get_queryset(self) -> Any:
         account = self.context.get("account")
-        if account is not None:
-            self.fields["tags"].child_relation.queryset = Tag.objects.filter(account=account)  # type: ignore[attr-defined]
+        return Tag.objects.filter(account=account) if account is not None else Tag.objects.none()
+
+
+class ContactSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    phone = serializers.CharField(max_length=32, help_text="Normalized phone number.")
+    name = serializers.CharField(max_length=150, allow_blank=True, required=False)
+    tags = _AccountTags(many=True, required=False)
+    opted_out = serializers.BooleanField(required=False, help_text="Receives no newsletters.")
+    opted_out_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
 
 
 class ContactImportSerializer(serializers.Serializer):
@@ -212,83 +289,57 @@ class ContactImportSerializer(serializers.Serializer):
     )
 
 
-class NewsletterSerializer(serializers.ModelSerializer):
-    tags = serializers.PrimaryKeyRelatedField(many=True, queryset=Tag.objects.none())
+class NewsletterSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    title = serializers.CharField(max_length=150)
     device_id = Int64Field()
+    sim = serializers.IntegerField(min_value=0, max_value=32767, required=False)
+    body = serializers.CharField(max_length=MAX_BODY_CHARS)
+    tags = _AccountTags(many=True)
     send_at = TimeField(
         schedule=True, required=False, help_text="At most 10 years ahead; empty or past: now."
     )
-
-    class Meta:
-        model = Newsletter
-        fields = (
-            "id",
-            "title",
-            "device_id",
-            "sim",
-            "body",
-            "tags",
-            "send_at",
-            "state",
-            "queued_count",
-            "sent_count",
-            "delivered_count",
-            "failed_count",
-            "created_at",
-        )
-        read_only_fields = (
-            "id",
-            "state",
-            "queued_count",
-            "sent_count",
-            "delivered_count",
-            "failed_count",
-            "created_at",
-        )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        account = self.context.get("account")
-        if account is not None:
-            self.fields["tags"].child_relation.queryset = Tag.objects.filter(account=account)  # type: ignore[attr-defined]
+    state = serializers.ChoiceField(choices=Newsletter.State.choices, read_only=True)
+    queued_count = serializers.IntegerField(read_only=True)
+    sent_count = serializers.IntegerField(read_only=True)
+    delivered_count = serializers.IntegerField(read_only=True)
+    failed_count = serializers.IntegerField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
 
 
-class WebhookEndpointSerializer(serializers.ModelSerializer):
+class WebhookEndpointSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    kind = serializers.ChoiceField(choices=WebhookEndpoint.Kind.choices)
+    url = serializers.URLField(max_length=500)
     device_id = Int64Field(required=False, allow_null=True, default=None)
-
-    class Meta:
-        model = WebhookEndpoint
-        fields = ("id", "kind", "url", "device_id", "secret", "enabled", "created_at")
-        read_only_fields = ("id", "secret", "created_at")
+    secret = serializers.CharField(read_only=True)
+    enabled = serializers.BooleanField(required=False)
+    created_at = serializers.DateTimeField(read_only=True)
 
 
-class WebhookEventSerializer(serializers.ModelSerializer):
-    payload = serializers.JSONField()
-
-    class Meta:
-        model = WebhookEvent
-        fields = (
-            "id",
-            "event_id",
-            "kind",
-            "payload",
-            "state",
-            "attempts",
-            "next_attempt_at",
-            "delivered_at",
-            "last_status_code",
-            "last_error",
-            "log",
-            "created_at",
-        )
-        read_only_fields = fields
+class WebhookEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    event_id = serializers.UUIDField(read_only=True)
+    kind = serializers.CharField(read_only=True)
+    payload = serializers.JSONField(read_only=True)
+    state = serializers.ChoiceField(choices=WebhookEvent.State.choices, read_only=True)
+    attempts = serializers.IntegerField(read_only=True)
+    next_attempt_at = serializers.DateTimeField(read_only=True)
+    delivered_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_status_code = serializers.IntegerField(read_only=True, allow_null=True)
+    last_error = serializers.CharField(read_only=True)
+    log = serializers.JSONField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
 
 
-class TokenSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = ApiToken
-        fields = ("id", "name", "kind", "prefix", "created_at", "last_used_at", "revoked_at")
-        read_only_fields = ("id", "kind", "prefix", "created_at", "last_used_at", "revoked_at")
+class TokenSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(max_length=100)
+    kind = serializers.ChoiceField(choices=ApiToken.Kind.choices, read_only=True)
+    prefix = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    last_used_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    revoked_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
 
 class PairingCodeSerializer(serializers.Serializer):

@@ -1,14 +1,17 @@
-"""REST API v1 (``/api/v1/``): thin views over the same services as every other face."""
+"""REST API v1 (``/api/v1/``): thin views over the same services as every other face.
+
+One base (``AccountViewSet``) lists and shows each resource of the caller's account with
+cursor pages; each resource adds only what it writes, and every write is one service
+call. Wire formats are the plain serializers of ``serializers.py``.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from django.db.models import QuerySet
-from django.http import Http404, QueryDict
-from django.utils.dateparse import parse_datetime
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -28,11 +31,9 @@ from contacts.models import Contact, Newsletter, Tag
 from devices import queries as devices
 from devices import services as device_services
 from devices.models import Device
-from gateway import inputs
 from gateway import services as accounts
 from gateway.api_fields import JSONParser
 from gateway.models import ApiToken
-from gateway.phones import InvalidPhone, normalize_phone
 from messaging import services as messaging
 from messaging import webhooks
 from messaging.api.v1 import serializers as wire
@@ -40,36 +41,8 @@ from messaging.api.v1.base import PayloadTooLarge, Unprocessable, account_of
 from messaging.api.v1.idempotency import idempotent
 from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
 
-_INTEGER = re.compile(r"-?[0-9]{1,30}")
-
-
-def int_param(params: QueryDict, name: str) -> int | None:
-    """An integer query filter, or a 400 naming it; None when absent."""
-    if name not in params:
-        return None
-    value = str(params[name]).strip()
-    if not _INTEGER.fullmatch(value):
-        raise serializers.ValidationError({name: "an integer"})
-    try:
-        return inputs.check_int(int(value), name)
-    except inputs.InvalidInput as exc:
-        raise serializers.ValidationError({name: str(exc)}) from None
-
-
-def time_param(params: QueryDict, name: str) -> Any:
-    """An ISO 8601 query filter in UTC (naive: UTC), or a 400 naming it; None when absent."""
-    if name not in params:
-        return None
-    try:
-        moment = parse_datetime(str(params[name]).strip())
-    except ValueError:  # well formed, but no such time (2024-02-30)
-        moment = None
-    if moment is None:
-        raise serializers.ValidationError({name: "an ISO 8601 date-time"})
-    try:
-        return inputs.to_utc(moment, name)
-    except inputs.InvalidInput as exc:
-        raise serializers.ValidationError({name: str(exc)}) from None
+MAX_CSV_BYTES = 10 * 1024 * 1024
+T = TypeVar("T")
 
 
 class Cursor(pagination.CursorPagination):
@@ -88,19 +61,21 @@ class Cursor(pagination.CursorPagination):
         return (self.ordering,)
 
 
-class AccountViewSet(viewsets.GenericViewSet):
+# List (cursor pages) and show one of the caller's objects of ``model``; every resource
+# below adds what it writes. (A comment, not a docstring: the schema shows docstrings.)
+class AccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    model: Any = None
     pagination_class = Cursor
-
     lookup_value_regex = r"\d+"
 
     def account(self) -> Any:
         return account_of(self.request)
 
-    def scoped(self, model: Any) -> QuerySet[Any]:
+    def get_queryset(self) -> QuerySet[Any]:
         """The account's objects of ``model`` (none while the schema is generated)."""
         if getattr(self, "swagger_fake_view", False):
-            return model.objects.none()
-        return model.objects.for_account(self.account())
+            return self.model.objects.none()
+        return self.model.objects.for_account(self.account())
 
     def get_serializer_context(self) -> dict[str, Any]:
         context = dict(super().get_serializer_context())
@@ -109,6 +84,17 @@ class AccountViewSet(viewsets.GenericViewSet):
             context["account"] = account
         return context
 
+    def payload(self, serializer_class: Any, **kwargs: Any) -> dict[str, Any]:
+        """The request body checked by ``serializer_class``: its validated data, or a 400."""
+        checked = serializer_class(
+            data=self.request.data, context=self.get_serializer_context(), **kwargs
+        )
+        checked.is_valid(raise_exception=True)
+        return dict(checked.validated_data)
+
+    def show(self, instance: Any, *, code: int = status.HTTP_200_OK) -> Response:
+        return Response(self.get_serializer(instance).data, status=code)
+
     def page(self, queryset: QuerySet[Any], serializer_class: Any) -> Response:
         items = self.paginate_queryset(queryset)
         return self.get_paginated_response(
@@ -116,7 +102,7 @@ class AccountViewSet(viewsets.GenericViewSet):
         )
 
 
-def _invalid(errors: list[tuple[int, str]], key: str = "messages") -> Unprocessable:
+def _invalid(errors: list[tuple[int, str]]) -> Unprocessable:
     listed = "; ".join(f"item {i}: {m}" for i, m in errors[:20])
     return Unprocessable(f"Nothing was stored; {listed}")
 
@@ -145,78 +131,27 @@ CREATE_EXAMPLE = OpenApiExample(
 )
 
 
+@extend_schema_view(
+    list=extend_schema(parameters=[wire.MessageFilterSerializer]),
+    retrieve=extend_schema(responses=wire.MessageDetailSerializer),
+)
 class MessageViewSet(AccountViewSet):
     """Outgoing and incoming SMS (incoming: ``direction=incoming``)."""
 
+    model = Message
     serializer_class = wire.MessageSerializer
 
+    def get_serializer_class(self) -> Any:
+        if self.action in ("retrieve", "cancel"):
+            return wire.MessageDetailSerializer
+        return wire.MessageSerializer
+
     def get_queryset(self) -> QuerySet[Any]:
-        messages = self.scoped(Message)
-        if getattr(self, "swagger_fake_view", False):
-            return messages
-        params = self.request.query_params
-        for name, column in (
-            ("status", "status"),
-            ("device", "device_id"),
-            ("sim", "sim"),
-            ("customer_id", "customer_id"),
-            ("newsletter", "newsletter_id"),
-        ):
-            value = int_param(params, name)
-            if value is not None:
-                messages = messages.filter(**{column: value})
-        for name, lookup in (
-            ("created_after", "created_at__gte"),
-            ("created_before", "created_at__lt"),
-        ):
-            moment = time_param(params, name)
-            if moment is not None:
-                messages = messages.filter(**{lookup: moment})
-        if "phone" in params:
-            try:
-                messages = messages.filter(phone=normalize_phone(params["phone"]))
-            except InvalidPhone as exc:
-                raise serializers.ValidationError({"phone": str(exc)}) from None
-        direction = params.get("direction")
-        if direction == "incoming":
-            messages = messages.filter(status=Status.INCOMING)
-        elif direction == "outgoing":
-            messages = messages.exclude(status=Status.INCOMING)
-        elif direction is not None:
-            raise serializers.ValidationError({"direction": "incoming or outgoing"})
-        return messages
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter(name, OpenApiTypes.INT, description=text)
-            for name, text in (
-                ("status", "status code"),
-                ("device", "device id"),
-                ("sim", "SIM slot"),
-                ("customer_id", "your customer id"),
-                ("newsletter", "newsletter id"),
-            )
-        ]
-        + [
-            OpenApiParameter("created_after", OpenApiTypes.DATETIME),
-            OpenApiParameter("created_before", OpenApiTypes.DATETIME),
-            OpenApiParameter("phone", OpenApiTypes.STR),
-            OpenApiParameter("direction", OpenApiTypes.STR, enum=["incoming", "outgoing"]),
-        ]
-    )
-    def list(self, request: Request) -> Response:
-        return self.page(self.get_queryset(), wire.MessageSerializer)
-
-    @extend_schema(responses=wire.MessageDetailSerializer)
-    def retrieve(self, request: Request, pk: str) -> Response:
-        message = self._message(pk)
-        return Response(wire.MessageDetailSerializer(message).data)
-
-    def _message(self, pk: str) -> Message:
-        try:
-            return messaging.get_message(self.account(), int(pk))
-        except (messaging.MessageNotFound, ValueError):
-            raise Http404 from None
+        if getattr(self, "swagger_fake_view", False) or self.action != "list":
+            return super().get_queryset()
+        query = wire.MessageFilterSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return messaging.filtered_messages(self.account(), query.message_filter())
 
     def _create(self, requests: Sequence[messaging.OutgoingSms]) -> Response:
         try:
@@ -238,9 +173,8 @@ class MessageViewSet(AccountViewSet):
         parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
     )
     def create(self, request: Request) -> Response:
-        payload = wire.MessageCreateSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        return idempotent(request, lambda: self._create([_outgoing(payload.validated_data)]))
+        data = self.payload(wire.MessageCreateSerializer)
+        return idempotent(request, lambda: self._create([_outgoing(data)]))
 
     @extend_schema(
         request=wire.MessageBatchSerializer,
@@ -252,47 +186,25 @@ class MessageViewSet(AccountViewSet):
     @action(detail=False, methods=["post"])
     def batch(self, request: Request) -> Response:
         items = request.data.get("messages") if isinstance(request.data, dict) else None
-        if isinstance(items, list) and len(items) > 10_000:
-            raise PayloadTooLarge("At most 10,000 messages per batch")
-        payload = wire.MessageBatchSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        return idempotent(
-            request,
-            lambda: self._create([_outgoing(m) for m in payload.validated_data["messages"]]),
-        )
+        if isinstance(items, list) and len(items) > messaging.MAX_BATCH:
+            raise PayloadTooLarge(f"At most {messaging.MAX_BATCH:,} messages per batch")
+        data = self.payload(wire.MessageBatchSerializer)
+        return idempotent(request, lambda: self._create([_outgoing(m) for m in data["messages"]]))
 
     @extend_schema(request=None, responses=wire.MessageDetailSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        message = self._message(pk)
+        message = self.get_object()
         result = messaging.cancel(self.account(), [message.pk], source="api")
         if result.rejected:
             raise Unprocessable(
                 f"A message in status {Status(message.status).label!r} cannot be cancelled"
             )
-        return Response(wire.MessageDetailSerializer(Message.objects.get(pk=message.pk)).data)
+        return self.show(Message.objects.get(pk=message.pk))
 
 
-class DeviceViewSet(AccountViewSet):
-    serializer_class = wire.DeviceSerializer
-
-    def get_queryset(self) -> QuerySet[Any]:
-        return self.scoped(Device).prefetch_related("sims")
-
-    def list(self, request: Request) -> Response:
-        return self.page(self.get_queryset(), wire.DeviceSerializer)
-
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(wire.DeviceSerializer(self._device(pk)).data)
-
-    def _device(self, pk: str) -> Device:
-        try:
-            return devices.get_device(self.account(), int(pk))
-        except (devices.DeviceNotFound, ValueError):
-            raise Http404 from None
-
-    @extend_schema(
-        request=wire.DeviceSerializer,
+@extend_schema_view(
+    partial_update=extend_schema(
         examples=[
             OpenApiExample(
                 "Slower sending",
@@ -301,19 +213,26 @@ class DeviceViewSet(AccountViewSet):
             )
         ],
     )
+)
+class DeviceViewSet(AccountViewSet):
+    model = Device
+    serializer_class = wire.DeviceSerializer
+
+    def get_queryset(self) -> QuerySet[Any]:
+        # The queue of every listed device in the same query (no query per device).
+        return devices.with_queue(super().get_queryset().prefetch_related("sims"))
+
     def partial_update(self, request: Request, pk: str) -> Response:
-        device = self._device(pk)
-        payload = wire.DeviceSerializer(device, data=request.data, partial=True)
-        payload.is_valid(raise_exception=True)
-        changes = {k: v for k, v in payload.validated_data.items() if k in device_services.SETTABLE}
-        updated = device_services.update_settings(self.account(), device.pk, **changes)
-        return Response(wire.DeviceSerializer(updated).data)
+        device = self.get_object()
+        changes = self.payload(wire.DeviceSerializer, partial=True)
+        device_services.update_settings(self.account(), device.pk, **changes)
+        return self.show(self.get_object())
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def disable(self, request: Request, pk: str) -> Response:
-        device = device_services.update_settings(self.account(), self._device(pk).pk, enabled=False)
-        return Response(wire.DeviceSerializer(device).data)
+        device_services.update_settings(self.account(), self.get_object().pk, enabled=False)
+        return self.show(self.get_object())
 
     @extend_schema(request=None, responses={201: wire.PairingCodeSerializer})
     @action(detail=False, methods=["post"], url_path="pairing-codes")
@@ -338,33 +257,28 @@ class DeviceViewSet(AccountViewSet):
         examples=[OpenApiExample("A tag", value={"title": "customers"}, request_only=True)]
     )
 )
-class TagViewSet(AccountViewSet, mixins.DestroyModelMixin):
+class TagViewSet(AccountViewSet):
+    model = Tag
     serializer_class = wire.TagSerializer
 
-    def get_queryset(self) -> QuerySet[Any]:
-        return self.scoped(Tag)
-
-    def list(self, request: Request) -> Response:
-        return self.page(self.get_queryset(), wire.TagSerializer)
-
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(wire.TagSerializer(self.get_object()).data)
-
     def create(self, request: Request) -> Response:
-        payload = wire.TagSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        tag = contacts.save_tag(self.account(), payload.validated_data["title"])
-        return Response(wire.TagSerializer(tag).data, status=status.HTTP_201_CREATED)
+        tag = contacts.save_tag(self.account(), self.payload(wire.TagSerializer)["title"])
+        return self.show(tag, code=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str) -> Response:
         tag = self.get_object()
-        payload = wire.TagSerializer(tag, data=request.data, partial=True)
-        payload.is_valid(raise_exception=True)
-        payload.save()
-        return Response(payload.data)
+        data = self.payload(wire.TagSerializer, partial=True)
+        if "title" in data:
+            tag = contacts.rename_tag(self.account(), tag.pk, data["title"])
+        return self.show(tag)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        contacts.delete_tag(self.account(), self.get_object().pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema_view(
+    list=extend_schema(parameters=[wire.ContactFilterSerializer]),
     create=extend_schema(
         examples=[
             OpenApiExample(
@@ -378,28 +292,22 @@ class TagViewSet(AccountViewSet, mixins.DestroyModelMixin):
         examples=[OpenApiExample("Opt out", value={"opted_out": True}, request_only=True)]
     ),
 )
-class ContactViewSet(AccountViewSet, mixins.DestroyModelMixin):
+class ContactViewSet(AccountViewSet):
+    model = Contact
     serializer_class = wire.ContactSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
     def get_queryset(self) -> QuerySet[Any]:
-        contacts_ = self.scoped(Contact).prefetch_related("tags")
-        tag = int_param(self.request.query_params, "tag") if self.request else None
-        if tag is not None:
-            contacts_ = contacts_.filter(tags__id=tag)
+        contacts_ = super().get_queryset().prefetch_related("tags")
+        if self.action == "list" and not getattr(self, "swagger_fake_view", False):
+            query = wire.ContactFilterSerializer(data=self.request.query_params)
+            query.is_valid(raise_exception=True)
+            if "tag" in query.validated_data:
+                contacts_ = contacts_.filter(tags__id=query.validated_data["tag"])
         return contacts_
 
-    @extend_schema(parameters=[OpenApiParameter("tag", OpenApiTypes.INT, description="tag id")])
-    def list(self, request: Request) -> Response:
-        return self.page(self.get_queryset(), wire.ContactSerializer)
-
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(wire.ContactSerializer(self.get_object()).data)
-
     def create(self, request: Request) -> Response:
-        payload = wire.ContactSerializer(data=request.data, context=self.get_serializer_context())
-        payload.is_valid(raise_exception=True)
-        data = payload.validated_data
+        data = self.payload(wire.ContactSerializer)
         try:
             contact = contacts.save_contact(
                 self.account(),
@@ -409,27 +317,28 @@ class ContactViewSet(AccountViewSet, mixins.DestroyModelMixin):
             )
         except contacts.InvalidContact as exc:
             raise serializers.ValidationError({"phone": str(exc)}) from None
-        return Response(wire.ContactSerializer(contact).data, status=status.HTTP_201_CREATED)
+        return self.show(contact, code=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str) -> Response:
         contact = self.get_object()
-        payload = wire.ContactSerializer(
-            contact, data=request.data, partial=True, context=self.get_serializer_context()
-        )
-        payload.is_valid(raise_exception=True)
-        data = payload.validated_data
+        data = self.payload(wire.ContactSerializer, partial=True)
         if "phone" in data and data["phone"] != contact.phone:
             raise serializers.ValidationError(
                 {"phone": "a contact's number cannot change; create a new contact"}
             )
-        if "name" in data:
-            contact.name = data["name"]
-        if "opted_out" in data and data["opted_out"] != contact.opted_out:
-            contacts.set_opt_out(contact, data["opted_out"], reason="changed through the API")
-        contact.save(update_fields=["name"])
-        if "tags" in data:
-            contact.tags.set(data["tags"])
-        return Response(wire.ContactSerializer(Contact.objects.get(pk=contact.pk)).data)
+        updated = contacts.update_contact(
+            self.account(),
+            contact.pk,
+            name=data.get("name"),
+            opted_out=data.get("opted_out"),
+            tag_ids=[t.pk for t in data["tags"]] if "tags" in data else None,
+            reason="changed through the API",
+        )
+        return self.show(updated)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        contacts.delete_contact(self.account(), self.get_object().pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         request={
@@ -450,16 +359,15 @@ class ContactViewSet(AccountViewSet, mixins.DestroyModelMixin):
         """JSON rows or a CSV upload (field ``file``: phone,name,tags). Per-row errors."""
         upload = request.FILES.get("file")
         if upload is not None:
-            if upload.size > 10 * 1024 * 1024:
+            if upload.size > MAX_CSV_BYTES:
                 raise PayloadTooLarge("The file is larger than 10 MB")
             try:
                 result = contacts.import_csv(self.account(), upload.file)
             except contacts.InvalidImport as exc:
                 raise serializers.ValidationError({"file": str(exc)}) from None
         else:
-            payload = wire.ContactImportSerializer(data=request.data)
-            payload.is_valid(raise_exception=True)
-            result = contacts.import_contacts(self.account(), payload.validated_data["contacts"])
+            rows = self.payload(wire.ContactImportSerializer)["contacts"]
+            result = contacts.import_contacts(self.account(), rows)
         return Response(
             {
                 "created": result.created,
@@ -467,6 +375,20 @@ class ContactViewSet(AccountViewSet, mixins.DestroyModelMixin):
                 "errors": {str(line): m for line, m in result.errors},
             }
         )
+
+
+def _newsletter_errors(change: Callable[[], T]) -> T:
+    """Run a newsletter change, its refusals as field errors (400) or a 422."""
+    try:
+        return change()
+    except devices.DeviceNotFound:
+        raise serializers.ValidationError({"device_id": "no such device"}) from None
+    except contacts.TagNotFound:
+        raise serializers.ValidationError({"tags": "at least one tag of yours"}) from None
+    except messaging.InvalidMessage as exc:
+        raise serializers.ValidationError({exc.field: str(exc)}) from None
+    except contacts.IllegalNewsletterChange as exc:
+        raise Unprocessable(str(exc)) from None
 
 
 @extend_schema_view(
@@ -488,25 +410,16 @@ class ContactViewSet(AccountViewSet, mixins.DestroyModelMixin):
     )
 )
 class NewsletterViewSet(AccountViewSet):
+    model = Newsletter
     serializer_class = wire.NewsletterSerializer
 
     def get_queryset(self) -> QuerySet[Any]:
-        return self.scoped(Newsletter).prefetch_related("tags")
-
-    def list(self, request: Request) -> Response:
-        return self.page(self.get_queryset(), wire.NewsletterSerializer)
-
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(wire.NewsletterSerializer(self.get_object()).data)
+        return super().get_queryset().prefetch_related("tags")
 
     def create(self, request: Request) -> Response:
-        payload = wire.NewsletterSerializer(
-            data=request.data, context=self.get_serializer_context()
-        )
-        payload.is_valid(raise_exception=True)
-        data = payload.validated_data
-        try:
-            newsletter = contacts.create_newsletter(
+        data = self.payload(wire.NewsletterSerializer)
+        newsletter = _newsletter_errors(
+            lambda: contacts.create_newsletter(
                 self.account(),
                 title=data["title"],
                 device_id=data["device_id"],
@@ -515,94 +428,59 @@ class NewsletterViewSet(AccountViewSet):
                 tag_ids=[t.pk for t in data["tags"]],
                 send_at=data.get("send_at"),
             )
-        except devices.DeviceNotFound:
-            raise serializers.ValidationError({"device_id": "no such device"}) from None
-        except contacts.TagNotFound:
-            raise serializers.ValidationError({"tags": "at least one tag of yours"}) from None
-        except messaging.InvalidMessage as exc:
-            raise serializers.ValidationError({exc.field: str(exc)}) from None
-        return Response(wire.NewsletterSerializer(newsletter).data, status=status.HTTP_201_CREATED)
+        )
+        return self.show(newsletter, code=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str) -> Response:
         """Change what a newsletter sends and when: only while it is still scheduled."""
         newsletter = self.get_object()
         if newsletter.state != Newsletter.State.SCHEDULED:
             raise Unprocessable("Only a scheduled newsletter can be changed")
-        payload = wire.NewsletterSerializer(
-            newsletter, data=request.data, partial=True, context=self.get_serializer_context()
+        data = self.payload(wire.NewsletterSerializer, partial=True)
+        tags = data.pop("tags", None)
+        updated = _newsletter_errors(
+            lambda: contacts.update_newsletter(
+                self.account(),
+                newsletter.pk,
+                tag_ids=[t.pk for t in tags] if tags is not None else None,
+                **data,
+            )
         )
-        payload.is_valid(raise_exception=True)
-        data = payload.validated_data
-        if "device_id" in data or "sim" in data:
-            try:
-                contacts.check_sender(
-                    self.account(),
-                    data.get("device_id", newsletter.device_id),
-                    data.get("sim", newsletter.sim),
-                )
-            except devices.DeviceNotFound:
-                raise serializers.ValidationError({"device_id": "no such device"}) from None
-            except messaging.InvalidMessage as exc:
-                raise serializers.ValidationError({exc.field: str(exc)}) from None
-        if "body" in data:
-            try:
-                messaging.check_body(data["body"])
-            except messaging.InvalidMessage as exc:
-                raise serializers.ValidationError({"body": str(exc)}) from None
-        updated = Newsletter.objects.filter(
-            pk=newsletter.pk, state=Newsletter.State.SCHEDULED
-        ).update(
-            **{
-                k: v
-                for k, v in data.items()
-                if k in ("title", "device_id", "sim", "body", "send_at")
-            }
-        )
-        if not updated:
-            raise Unprocessable("Only a scheduled newsletter can be changed")
-        if "tags" in data:
-            newsletter.tags.set(data["tags"])
-        return Response(wire.NewsletterSerializer(Newsletter.objects.get(pk=newsletter.pk)).data)
+        return self.show(updated)
 
     def destroy(self, request: Request, pk: str) -> Response:
         """Delete a newsletter that was never sent; one that was is cancelled instead."""
         newsletter = self.get_object()
-        if newsletter.fanned_out_at is None and newsletter.state in (
-            Newsletter.State.SCHEDULED,
-            Newsletter.State.PAUSED,
-            Newsletter.State.CANCELLED,
-        ):
-            newsletter.delete()
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        raise Unprocessable("This newsletter was sent; cancel it instead of deleting it")
+        _newsletter_errors(lambda: contacts.delete_newsletter(self.account(), newsletter.pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
-    def _change(self, pk: str, change: Any) -> Response:
+    def _change(self, change: Callable[[Any, int], Any]) -> Response:
         newsletter = self.get_object()
         try:
             change(self.account(), newsletter.pk)
         except contacts.IllegalNewsletterChange as exc:
             raise Unprocessable(str(exc)) from None
-        return Response(wire.NewsletterSerializer(Newsletter.objects.get(pk=newsletter.pk)).data)
+        return self.show(self.get_object())
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def start(self, request: Request, pk: str) -> Response:
-        return self._change(pk, contacts.start_newsletter)
+        return self._change(contacts.start_newsletter)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, pk: str) -> Response:
-        return self._change(pk, contacts.pause_newsletter)
+        return self._change(contacts.pause_newsletter)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk: str) -> Response:
-        return self._change(pk, contacts.resume_newsletter)
+        return self._change(contacts.resume_newsletter)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        return self._change(pk, contacts.cancel_newsletter)
+        return self._change(contacts.cancel_newsletter)
 
 
 @extend_schema_view(
@@ -616,22 +494,12 @@ class NewsletterViewSet(AccountViewSet):
         ]
     )
 )
-class WebhookViewSet(AccountViewSet, mixins.DestroyModelMixin):
+class WebhookViewSet(AccountViewSet):
+    model = WebhookEndpoint
     serializer_class = wire.WebhookEndpointSerializer
 
-    def get_queryset(self) -> QuerySet[Any]:
-        return self.scoped(WebhookEndpoint)
-
-    def list(self, request: Request) -> Response:
-        return self.page(self.get_queryset(), wire.WebhookEndpointSerializer)
-
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(wire.WebhookEndpointSerializer(self.get_object()).data)
-
     def create(self, request: Request) -> Response:
-        payload = wire.WebhookEndpointSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        data = payload.validated_data
+        data = self.payload(wire.WebhookEndpointSerializer)
         try:
             endpoint = webhooks.add_endpoint(
                 self.account(), data["kind"], data["url"], device_id=data.get("device_id")
@@ -640,24 +508,26 @@ class WebhookViewSet(AccountViewSet, mixins.DestroyModelMixin):
             raise serializers.ValidationError({"url": str(exc)}) from None
         except devices.DeviceNotFound:
             raise serializers.ValidationError({"device_id": "no such device"}) from None
-        return Response(
-            wire.WebhookEndpointSerializer(endpoint).data, status=status.HTTP_201_CREATED
-        )
+        return self.show(endpoint, code=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str) -> Response:
         endpoint = self.get_object()
-        payload = wire.WebhookEndpointSerializer(endpoint, data=request.data, partial=True)
-        payload.is_valid(raise_exception=True)
-        if "url" in payload.validated_data:
-            try:
-                webhooks.resolve_target(payload.validated_data["url"])
-            except webhooks.TargetRefused as exc:
-                raise serializers.ValidationError({"url": str(exc)}) from None
-        for field in ("url", "enabled", "kind"):
-            if field in payload.validated_data:
-                setattr(endpoint, field, payload.validated_data[field])
-        endpoint.save()
-        return Response(wire.WebhookEndpointSerializer(endpoint).data)
+        data = self.payload(wire.WebhookEndpointSerializer, partial=True)
+        try:
+            updated = webhooks.update_endpoint(
+                self.account(),
+                endpoint.pk,
+                url=data.get("url"),
+                kind=data.get("kind"),
+                enabled=data.get("enabled"),
+            )
+        except webhooks.TargetRefused as exc:
+            raise serializers.ValidationError({"url": str(exc)}) from None
+        return self.show(updated)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        webhooks.delete_endpoint(self.account(), self.get_object().pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses=wire.WebhookEventSerializer)
     @action(detail=True, methods=["post"])
@@ -685,16 +555,8 @@ class WebhookViewSet(AccountViewSet, mixins.DestroyModelMixin):
 
 
 class TokenViewSet(AccountViewSet):
+    model = ApiToken
     serializer_class = wire.TokenSerializer
-
-    def get_queryset(self) -> QuerySet[Any]:
-        return self.scoped(ApiToken)
-
-    def list(self, request: Request) -> Response:
-        return self.page(self.get_queryset(), wire.TokenSerializer)
-
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(wire.TokenSerializer(self.get_object()).data)
 
     @extend_schema(
         request=wire.TokenSerializer,
@@ -706,9 +568,8 @@ class TokenViewSet(AccountViewSet):
         },
     )
     def create(self, request: Request) -> Response:
-        payload = wire.TokenSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        token, secret = accounts.create_api_token(self.account(), payload.validated_data["name"])
+        name = self.payload(wire.TokenSerializer)["name"]
+        token, secret = accounts.create_api_token(self.account(), name)
         # The secret is in this answer only.
         return Response(
             {"token": wire.TokenSerializer(token).data, "secret": secret},
@@ -720,4 +581,4 @@ class TokenViewSet(AccountViewSet):
     def revoke(self, request: Request, pk: str) -> Response:
         token = self.get_object()
         accounts.revoke_token(self.account(), token.pk)
-        return Response(wire.TokenSerializer(ApiToken.objects.get(pk=token.pk)).data)
+        return self.show(ApiToken.objects.get(pk=token.pk))
