@@ -803,10 +803,14 @@ def claim_breakdown(account: Any) -> None:
             ids = [m["id"] for m in answer.json()["messages"]]
             if not ids:
                 break
+            lease = answer.json()["lease"]
             with timer.capture() as records:
                 t0 = time.perf_counter()
                 answer = client.post(
-                    CONFIRM, json.dumps({"ids": ids}), "application/json", headers=headers
+                    CONFIRM,
+                    json.dumps({"ids": ids, "lease": lease}),
+                    "application/json",
+                    headers=headers,
                 )
                 steps.append(("confirm", time.perf_counter() - t0, list(records)))
             confirmed = answer.json()["confirmed"]
@@ -1137,7 +1141,7 @@ def scale_measure(
                 note(records, claim_statements, keep=False)
             else:
                 claim_polls.append(poll_seconds)
-            confirmed = post(CONFIRM, {"ids": ids}, token)["confirmed"]
+            confirmed = post(CONFIRM, {"ids": ids, "lease": answer["lease"]}, token)["confirmed"]
             reports = [{"id": i, "status": "sent", "parts": 1} for i in confirmed]
             reports += [{"id": i, "status": "delivered"} for i in confirmed]
             results = post(REPORT, {"reports": reports}, token)["results"]
