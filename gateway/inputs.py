@@ -61,6 +61,17 @@ def check_text(value: str, field: str) -> str:
     )
 
 
+# How an integer is written in a form field or a query parameter: digits, maybe a minus.
+# (Bounded in length so a megabyte of digits never reaches int().)
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,30}")
+
+
+def integer_text(text: str) -> int | None:
+    """The integer ``text`` spells (surrounding blanks allowed), or None if it spells none."""
+    stripped = text.strip()
+    return int(stripped) if _INTEGER_TEXT.fullmatch(stripped) else None
+
+
 def check_int(value: int, field: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
     if not minimum <= value <= maximum:
         raise InvalidInput(field, f"must be between {minimum} and {maximum}")

@@ -145,9 +145,6 @@ def check_text(text: str, name: str) -> str:
         raise CompatError(str(exc)) from None
 
 
-_INTEGER = re.compile(r"-?[0-9]{1,30}")
-
-
 def parse_int(value: Any, name: str) -> int | None:
     """An integer from 12, "12", " 12 ", 12.0, within the signed 64-bit range of our id and
     number columns; None for absent or "". true/false are not integers (JSON's true is not
@@ -160,11 +157,9 @@ def parse_int(value: Any, name: str) -> int | None:
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
     elif isinstance(value, str):
-        stripped = value.strip()
-        if stripped == "":
+        if value.strip() == "":
             return None
-        if _INTEGER.fullmatch(stripped):
-            number = int(stripped)
+        number = inputs.integer_text(value)
     if number is None:
         raise CompatError(f"{name} must be an integer")
     if not inputs.INT64_MIN <= number <= inputs.INT64_MAX:

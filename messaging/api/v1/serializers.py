@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -69,19 +68,16 @@ class MessageBatchSerializer(serializers.Serializer):
     messages = MessageCreateSerializer(many=True, min_length=1, max_length=MAX_BATCH)  # type: ignore[call-arg]
 
 
-_INTEGER = re.compile(r"-?[0-9]{1,30}")
-
-
 @extend_schema_field(OpenApiTypes.INT)
 class QueryInt(serializers.Field):
     """An integer query parameter: digits only, within 64 bits."""
 
     def to_internal_value(self, data: Any) -> int:
-        value = str(data).strip()
-        if not _INTEGER.fullmatch(value):
+        number = inputs.integer_text(str(data))
+        if number is None:
             raise serializers.ValidationError("an integer")
         try:
-            return inputs.check_int(int(value), self.field_name or "value")
+            return inputs.check_int(number, self.field_name or "value")
         except inputs.InvalidInput as exc:
             raise serializers.ValidationError(str(exc)) from None
 
