@@ -29,7 +29,7 @@ from devices.queries import LONG_POLL_SECONDS
 from messaging import lifecycle
 from messaging import services as messaging
 from messaging.lifecycle import ConfirmResult, Outcome
-from messaging.models import UNCONFIRMED, Message, Status
+from messaging.models import UNCONFIRMED, Message, Status, served_id
 from messaging.services import IncomingSms
 
 PACING_WINDOW_SECONDS = 60  # the platform limit's window
@@ -47,6 +47,16 @@ class Lease:
     segments: int
     not_before_at: datetime
     lease_expires_at: datetime
+    send_at: datetime
+    created_at: datetime
+
+    @property
+    def served_id(self) -> str:
+        return served_id(self.id, self.created_at)
+
+    @property
+    def valid_until(self) -> datetime:
+        return valid_until(self.send_at)
 
 
 @dataclass
@@ -68,6 +78,8 @@ def _lease_of(row: dict[str, Any]) -> Lease:
         segments=row["segments"],
         not_before_at=row["not_before_at"],
         lease_expires_at=row["lease_expires_at"],
+        send_at=row["send_at"],
+        created_at=row["created_at"],
     )
 
 
@@ -80,7 +92,23 @@ _LEASE_FIELDS = (
     "segments",
     "not_before_at",
     "lease_expires_at",
+    "send_at",
+    "created_at",
 )
+
+# A phone protocol whose phone starts sending without confirming first (the SMSGate app:
+# its first state report is the confirmation) cannot have a lease return to the queue while
+# the phone may still send it. Its leases are fenced instead: the phone is told the
+# message's expiry (validUntil) and refuses to send after it, and the lease lasts until then
+# plus this margin for a phone clock running late.
+FENCE_MARGIN = timedelta(minutes=10)
+# With MESSAGE_EXPIRY_HOURS=0 (waiting messages never expire) a fence still needs a time.
+DEFAULT_FENCE_HOURS = 7 * 24
+
+
+def valid_until(send_at: datetime) -> datetime:
+    """The last moment a phone may send a message whose send time is ``send_at``."""
+    return send_at + timedelta(hours=settings.MESSAGE_EXPIRY_HOURS or DEFAULT_FENCE_HOURS)
 
 
 class Pacer:
@@ -169,7 +197,11 @@ def return_expired_leases(device: Device | None = None, *, limit: int = 1000) ->
 
 
 def poll(
-    device: Device, sims: list[int] | None = None, *, now: datetime | None = None
+    device: Device,
+    sims: list[int] | None = None,
+    *,
+    now: datetime | None = None,
+    fenced: bool = False,
 ) -> PollResult:
     """Hand the device up to batch_size due messages for the SIM slots asked for.
 
@@ -178,7 +210,8 @@ def poll(
     claims: NEW, send time reached, urgent first, then send time, then id; each given a
     paced not-before time, and only those due within the next poll interval (the rest stay
     NEW, still cancellable). Claims lock rows with SKIP LOCKED on PostgreSQL; SQLite
-    serializes writers. A poll with nothing to hand out only reads.
+    serializes writers. A poll with nothing to hand out only reads. ``fenced``: the leases
+    last until the message's valid_until plus FENCE_MARGIN (see FENCE_MARGIN).
     """
     now = now or timezone.now()
     sims = _slots(device, sims)
@@ -210,14 +243,18 @@ def poll(
                     _due(device, [sim], now)
                     .order_by("-urgent", "send_at", "id")
                     .select_for_update(skip_locked=True)
-                    .values_list("id", "urgent", "segments")[:room]
+                    .values_list("id", "urgent", "segments", "send_at")[:room]
                 )
-                for message_id, urgent, segments in candidates:
+                for message_id, urgent, segments, due_at in candidates:
                     send_at = pacer.schedule(now, urgent, segments)
                     if send_at > horizon:
                         pacer.recent.pop()  # not handed out now: give the slot back
                         break
-                    expires = send_at + timedelta(seconds=settings.DEVICE_LEASE_SECONDS)
+                    expires = (
+                        valid_until(due_at) + FENCE_MARGIN
+                        if fenced
+                        else send_at + timedelta(seconds=settings.DEVICE_LEASE_SECONDS)
+                    )
                     claims[message_id] = (send_at, expires)
                     room -= 1
                 pacer.save()
@@ -322,3 +359,109 @@ def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
         stored, fresh = messaging.store_incoming(device, items)
         contacts.apply_keywords(device.account_id, fresh)
     return stored
+
+
+# --- For phones that confirm by reporting (the SMSGate app) ---------------------------------
+
+
+def confirm_held(device: Device, message_ids: list[int]) -> ConfirmResult:
+    """The phone says it holds these messages (any state report): confirm them.
+
+    For a protocol with no lease id in its reports: whichever of this device's polls holds
+    the lease, it is the phone's. A message whose fenced lease ran out and went back to the
+    queue (still this device's, still waiting) is leased to the phone again and confirmed:
+    the phone has it, so it must never go to another. Idempotent.
+    """
+    now = timezone.now()
+    held = list(
+        Message.objects.filter(UNCONFIRMED, id__in=message_ids, device=device).values_list(
+            "id", "lease_id"
+        )
+    )
+    waiting = list(
+        Message.objects.filter(id__in=message_ids, device=device, status=Status.NEW).values_list(
+            "id", flat=True
+        )
+    )
+    if waiting:
+        lease_id = uuid.uuid4()
+        expires = now + timedelta(seconds=settings.DEVICE_LEASE_SECONDS)
+        moved = lifecycle.lease(
+            device,
+            {i: (now, expires) for i in waiting},
+            lease_id,
+            source=f"reported by device {device.pk}",
+        )
+        held += [(i, lease_id) for i in moved]
+    result = ConfirmResult(confirmed=[], refused=[])
+    by_lease: dict[uuid.UUID, list[int]] = {}
+    for message_id, lease in held:
+        if lease is not None:
+            by_lease.setdefault(lease, []).append(message_id)
+    for lease, ids in by_lease.items():
+        part = lifecycle.confirm_lease(device, ids, lease)
+        result.confirmed += part.confirmed
+        result.refused += part.refused
+    return result
+
+
+@dataclass(frozen=True)
+class Served:
+    """A message of a device as a phone protocol refers to it later (by its served id)."""
+
+    id: int
+    device_id: int
+    status: int
+    served_id: str
+
+
+def find_served(device: Device, message_ids: list[int]) -> dict[int, Served]:
+    """This device's messages among ``message_ids``, and those of the device it replaced
+    (the same phone registered again still reports what it got before)."""
+    owners = [device.pk] + ([device.replaces_id] if device.replaces_id else [])
+    rows = Message.objects.filter(id__in=message_ids, device_id__in=owners).values_list(
+        "id", "device_id", "status", "created_at"
+    )
+    return {row[0]: Served(row[0], row[1], row[2], served_id(row[0], row[3])) for row in rows}
+
+
+def cancelling(device: Device, now: datetime | None = None) -> list[Lease]:
+    """Cancelled messages this device was served and has not answered about: the phone is
+    told (again, on every fetch) until it does, or until it can no longer send them."""
+    now = now or timezone.now()
+    oldest = now - (valid_until(now) - now) - FENCE_MARGIN
+    rows = (
+        Message.objects.filter(
+            device=device, status=Status.CANCELLED, lease_id__isnull=False, send_at__gte=oldest
+        )
+        .order_by("send_at", "id")
+        .values(*_LEASE_FIELDS)[:100]
+    )
+    return [_lease_of(row) for row in rows]
+
+
+def acknowledge_cancel(device: Device, message_ids: list[int]) -> int:
+    return lifecycle.cancel_acknowledged(device, message_ids)
+
+
+def next_offer_in(device: Device, now: datetime | None = None) -> float | None:
+    """Seconds until a poll by this device would hand out something it would not now: a
+    scheduled message falling due, or a waiting one its SIM's pacing lets through. 0: now.
+    None: nothing is waiting. For event streams, which tell the phone when to fetch."""
+    now = now or timezone.now()
+    sims = _slots(device, None)
+    times: list[float] = []
+    due = next_due_in(device, sims, now)
+    if due is not None:
+        times.append(max(due, 0.0))
+    lookahead = device.delay_between_requests + 30
+    waiting = set(_due(device, sims, now).values_list("sim", flat=True).distinct().order_by())
+    if waiting and device.enabled:
+        for next_send_at in SimSlot.objects.filter(device=device, slot__in=waiting).values_list(
+            "next_send_at", flat=True
+        ):
+            if next_send_at is None:
+                times.append(0.0)
+            else:
+                times.append(max((next_send_at - now).total_seconds() - lookahead, 0.0))
+    return min(times) if times else None

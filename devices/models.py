@@ -10,6 +10,10 @@ from gateway.models import TenantQuerySet
 
 
 class Device(models.Model):
+    class Protocol(models.TextChoices):
+        AGENT = "agent", "Gateway device protocol"
+        SMSGATE = "smsgate", "SMSGate Android app"
+
     account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="devices")
     title = models.CharField(max_length=150, default="Phone", help_text="Model name or a label.")
     number = models.CharField(max_length=32, blank=True)
@@ -40,6 +44,27 @@ class Device(models.Model):
     signal_dbm = models.SmallIntegerField(null=True, blank=True, editable=False)
     # The online state last announced to webhooks (None: never announced).
     announced_online = models.BooleanField(null=True, blank=True, editable=False)
+    # Which phone protocol the device speaks (set when it registers).
+    protocol = models.CharField(
+        max_length=10, choices=Protocol.choices, default=Protocol.AGENT, editable=False
+    )
+    # SMSGate app: the key it signs its webhooks with (pushed through its settings).
+    webhook_key = models.CharField(max_length=64, blank=True, editable=False)
+    # SMSGate app: its settings and webhooks must be fetched again (fresh registration, or
+    # the operator changed something they cover); the next event stream says so.
+    needs_sync = models.BooleanField(default=False, editable=False)
+    # The latest health report of the phone (SMSGate: system:ping), for the operator.
+    health = models.JSONField(default=dict, blank=True, editable=False)
+    # The device this one replaced when the same phone registered again (its waiting
+    # messages moved here; its state reports are still accepted from this device's token).
+    replaces = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replaced_by",
+        editable=False,
+    )
 
     objects = TenantQuerySet.as_manager()
 
@@ -114,3 +139,34 @@ class PairingCode(models.Model):
 
     def __str__(self) -> str:
         return f"pairing code #{self.pk}"
+
+
+class PhoneWebhookReceipt(models.Model):
+    """A webhook call a phone made to us, by its envelope id: a retry is applied once."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="+")
+    event_id = models.CharField(max_length=64)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "event_id"], name="phone_webhook_once")
+        ]
+        indexes = [models.Index(fields=["received_at"], name="phone_webhook_age_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} from device #{self.device_id}"
+
+
+class DeviceSignal(models.Model):
+    """An event for a phone's live stream, for servers without Redis (the embedded default):
+    every stream process reads new rows about once a second. A signal only; pruned after
+    a minute."""
+
+    device_id = models.BigIntegerField()
+    kind = models.CharField(max_length=20)
+    data = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.kind} for device #{self.device_id}"

@@ -125,3 +125,24 @@ def queue_depth(device: Device) -> dict[str, int]:
         "waiting": device.queue_waiting,  # type: ignore[attr-defined]
         "with_phone": device.queue_with_phone,  # type: ignore[attr-defined]
     }
+
+
+def app_device(device_id: object) -> Device | None:
+    """The SMSGate-app device with this id (as the app writes it: a string), or None."""
+    text = str(device_id)
+    if not text.isdigit() or len(text) > 18:
+        return None
+    return (
+        Device.objects.select_related("account")
+        .filter(pk=int(text), protocol=Device.Protocol.SMSGATE)
+        .first()
+    )
+
+
+def identified_sim_slots(device: Device) -> set[int]:
+    """The device's SIM slots the phone reported a SIM card for (not just a default slot)."""
+    return set(
+        SimSlot.objects.filter(device=device)
+        .exclude(iccid="", number="", carrier_name="")
+        .values_list("slot", flat=True)
+    )

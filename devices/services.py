@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import segno
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from devices import wake
@@ -24,7 +24,8 @@ from devices.queries import get_device, is_online
 from gateway.models import Account
 from gateway.services import hash_token
 from messaging import lifecycle, webhooks
-from messaging.models import UNCONFIRMED, Message
+from messaging import services as messaging
+from messaging.models import UNCONFIRMED, Message, Status
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +68,23 @@ def _normalize_code(code: str) -> str:
     return "".join(c for c in code.upper() if c.isalnum())
 
 
-def create_pairing_code(account: Account) -> tuple[PairingCode, str]:
+def create_pairing_code(account: Account, *, digits: bool = False) -> tuple[PairingCode, str]:
     """A new single-use code for pairing one phone with the account, valid 15 minutes.
 
-    The code itself (``ABCD-EFGH``, 40 bits) is returned once; only its hash is stored.
+    The code itself (``ABCD-EFGH``, 40 bits; with ``digits``, 8 digits for the SMSGate
+    app's "sign in by code", 26.6 bits, guarded by the pairing failure limit) is returned
+    once; only its hash is stored.
     """
-    code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
+    if digits:
+        code = "".join(secrets.choice("0123456789") for _ in range(8))
+    else:
+        code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
     pairing = PairingCode.objects.create(
         account=account,
         code_hash=hash_token(code),
         expires_at=timezone.now() + PAIRING_CODE_TTL,
     )
-    return pairing, f"{code[:4]}-{code[4:]}"
+    return pairing, code if digits else f"{code[:4]}-{code[4:]}"
 
 
 def _apply_sims(device: Device, sims: tuple[SimInfo, ...]) -> None:
@@ -171,11 +177,150 @@ def pair_with_login(account: Account, details: DeviceDetails) -> tuple[Device, s
         return _pair(account, details)
 
 
-def authenticate_device(token: str) -> Device | None:
-    """The device whose token this is, or None (device API only)."""
+def authenticate_device(token: str, protocol: str = Device.Protocol.AGENT) -> Device | None:
+    """The device whose token this is, or None. A token works only on the API of the
+    protocol its device registered with."""
     if not token.startswith(DEVICE_TOKEN_PREFIX) or len(token) > 200:
         return None
-    return Device.objects.select_related("account").filter(token_hash=hash_token(token)).first()
+    return (
+        Device.objects.select_related("account")
+        .filter(token_hash=hash_token(token), protocol=protocol)
+        .first()
+    )
+
+
+# --- The SMSGate app ------------------------------------------------------------------------
+
+
+def _sim_identity(sims: tuple[SimInfo, ...]) -> set[tuple[int, str, str]]:
+    return {(s.slot, s.iccid, s.number) for s in sims if s.iccid or s.number}
+
+
+def register_app(account: Account, name: str, sims: tuple[SimInfo, ...]) -> tuple[Device, str]:
+    """Register a phone running the SMSGate app: always a new device (the app expects a new
+    id at every registration) with a new token, a webhook signing key, and its SIM cards.
+
+    When the account has an SMSGate device of the same name whose SIM cards (ICCID or number,
+    as the app shows them) are the same, this is that phone registering again (its token was
+    revoked, or the app's data was cleared): the new device takes its place. Its waiting
+    messages move to the new device; the old one is disabled and keeps what it was served
+    (the phone may have sent those: they settle by their deadlines, and its state reports
+    are still accepted from the new token). Without SIM identities no guess is made.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        identity = _sim_identity(sims)
+        previous = None
+        if identity:
+            for candidate in (
+                Device.objects.for_account(account)
+                .filter(protocol=Device.Protocol.SMSGATE, title=name[:150] or "Phone")
+                .filter(replaced_by__isnull=True)
+                .prefetch_related("sims")
+                .order_by("-pk")
+            ):
+                known = {
+                    (s.slot, s.iccid, s.number) for s in candidate.sims.all() if s.iccid or s.number
+                }
+                if known == identity:
+                    previous = candidate
+                    break
+        token = DEVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        device = Device.objects.create(
+            account=account,
+            title=name[:150] or "Phone",
+            protocol=Device.Protocol.SMSGATE,
+            token_hash=hash_token(token),
+            webhook_key=secrets.token_urlsafe(24),
+            needs_sync=True,
+            paired_at=now,
+            last_seen_at=now,
+            replaces=previous,
+        )
+        _apply_sims(device, sims or (SimInfo(slot=0),))
+        if previous is not None:
+            for field in SETTABLE:
+                if field not in ("title", "enabled"):
+                    setattr(device, field, getattr(previous, field))
+            device.save()
+            slots = set(SimSlot.objects.filter(device=device).values_list("slot", flat=True))
+            waiting: dict[int, list[int]] = {}
+            for message_id, sim in Message.objects.filter(
+                device=previous, status=Status.NEW
+            ).values_list("id", "sim"):
+                waiting.setdefault(sim if sim in slots else min(slots), []).append(message_id)
+            for sim, ids in waiting.items():
+                messaging.reassign(account, ids, device.pk, sim)
+            Device.objects.filter(pk=previous.pk).update(enabled=False)
+            log.info("account %s: device %s replaces %s", account.pk, device.pk, previous.pk)
+        transaction.on_commit(lambda: wake.ring([device.pk]))
+    log.info("account %s: SMSGate device %s registered", account.pk, device.pk)
+    return device, token
+
+
+def register_app_with_code(code: str, name: str, sims: tuple[SimInfo, ...]) -> tuple[Device, str]:
+    """register_app for the account of a pairing code; the code works once."""
+    digest = hash_token(_normalize_code(code))
+    now = timezone.now()
+    with transaction.atomic():
+        pairing = (
+            PairingCode.objects.select_for_update()
+            .select_related("account")
+            .filter(code_hash=digest, used_at__isnull=True, expires_at__gt=now)
+            .first()
+        )
+        if pairing is None:
+            raise PairingRefused()
+        device, token = register_app(pairing.account, name, sims)
+        pairing.used_at = now
+        pairing.device = device
+        pairing.save(update_fields=["used_at", "device"])
+    return device, token
+
+
+def app_synced(device: Device) -> bool:
+    """Clear the device's "fetch settings and webhooks again" flag; True if it was set."""
+    return bool(Device.objects.filter(pk=device.pk, needs_sync=True).update(needs_sync=False))
+
+
+def record_health(device: Device, checks: dict[str, Any], status: str) -> None:
+    """A phone's health report (SMSGate: system:ping) for the operator: battery and
+    charging into their own fields, the whole report into ``health``."""
+
+    def value(name: str) -> Any:
+        check = checks.get(name)
+        return check.get("observedValue") if isinstance(check, dict) else None
+
+    level, charging = value("battery:level"), value("battery:charging")
+    beat = Heartbeat(
+        battery_percent=int(level)
+        if isinstance(level, int | float) and 0 <= level <= 100
+        else None,
+        charging=bool(charging) if isinstance(charging, int | float | bool) else None,
+    )
+    Device.objects.filter(pk=device.pk).update(
+        health={"status": status, "checks": checks, "at": timezone.now().isoformat()}
+    )
+    heartbeat(device, beat)
+
+
+def replace_sims(device: Device, sims: tuple[SimInfo, ...]) -> None:
+    """The phone's SIM cards as it reports them now (SMSGate: PATCH /device, app:started)."""
+    if sims:
+        _apply_sims(device, sims)
+
+
+def record_phone_webhook(device: Device, event_id: str) -> bool:
+    """Note a webhook call of the phone by its envelope id; False if it came before (a
+    retry). Call inside the transaction that applies it, so a failure notes nothing."""
+    from devices.models import PhoneWebhookReceipt
+
+    try:
+        with transaction.atomic():
+            PhoneWebhookReceipt.objects.create(device=device, event_id=event_id[:64])
+    except IntegrityError:
+        return False
+    return True
 
 
 # --- Heartbeat ------------------------------------------------------------------------------

@@ -1,8 +1,13 @@
 """Doorbell for long-polling phones: "work may be waiting for device N".
 
 Only a signal: the database holds the work, and a poll always re-reads it, so a lost or
-duplicated ring changes nothing but latency. Redis pub/sub carries it between processes;
-without Redis (the embedded default) there is no doorbell and phones simply poll.
+duplicated ring changes nothing but latency. Redis pub/sub carries it between processes.
+Without Redis (the embedded default) a long poll answers at once, and the signals for
+event streams (``signal``) go through a small table that the stream process reads about
+once a second (``devices.streams``), written only while a stream process runs.
+
+Besides "work may be waiting" (``ring``), a signal names what happened for the SMSGate
+app's event stream: ``cancelled`` (with the message's wire id), ``settings``, ``webhooks``.
 
 Ringing runs on the request path (after an SMS commits): it waits at most
 REDIS_TIMEOUT_SECONDS on a hung Redis, and not at all for a few seconds after a failure
@@ -17,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import redis
 from django.conf import settings
@@ -53,21 +59,71 @@ def channel(device_id: int) -> str:
     return f"gateway:device:{device_id}"
 
 
+ENQUEUED = "enqueued"
+CANCELLED = "cancelled"
+SETTINGS = "settings"
+WEBHOOKS = "webhooks"
+# Touched by a running stream process (embedded default only): signals are written to the
+# table only while it is fresh, so a plain addsms writes nothing more without streams.
+STREAMS_MARK_SECONDS = 30
+
+
+def streams_mark() -> Path:
+    return Path(settings.VAR_DIR) / "streams.alive"
+
+
+def _streams_running() -> bool:
+    try:
+        return time.time() - streams_mark().stat().st_mtime < 2 * STREAMS_MARK_SECONDS
+    except OSError:
+        return False
+
+
 def ring(device_ids: Iterable[int]) -> None:
     """Wake the phones of these devices if they are waiting. Never raises."""
+    signal(device_ids, ENQUEUED)
+
+
+def signal(device_ids: Iterable[int], kind: str, data: str = "") -> None:
+    """Tell these devices' waiting polls and event streams that ``kind`` happened. Never
+    raises: a lost signal costs latency only (the phone's next pull finds the work)."""
+    ids = set(device_ids)
+    if not ids:
+        return
+    payload = f"{kind}:{data}".encode() if data else kind.encode()
     if not enabled():
+        if _streams_running():
+            _signal_table(ids, kind, data)
         return
     try:
         client = _client()
         with client.pipeline(transaction=False) as pipe:
-            for device_id in set(device_ids):
-                pipe.publish(channel(device_id), b"1")
+            for device_id in ids:
+                pipe.publish(channel(device_id), payload)
             pipe.execute()
     except redis_guard.Unavailable as exc:
         log.debug("did not ring devices: %s", exc)  # the failure itself was logged
     except redis.RedisError as exc:
         # The phone will find the work on its next poll anyway.
         log.warning("could not ring devices: %s", exc)
+
+
+def _signal_table(device_ids: set[int], kind: str, data: str) -> None:
+    from devices.models import DeviceSignal
+
+    try:
+        DeviceSignal.objects.bulk_create(
+            DeviceSignal(device_id=i, kind=kind, data=data[:200]) for i in device_ids
+        )
+    except Exception as exc:  # a signal must never fail the request that sent it
+        log.warning("could not signal devices: %s", exc)
+
+
+def parse(payload: bytes) -> tuple[str, str]:
+    """A published payload as (kind, data). The bare b"1" of older processes is a ring."""
+    text = payload.decode(errors="replace")
+    kind, _, data = text.partition(":")
+    return (ENQUEUED if kind == "1" else kind), data
 
 
 class Doorbell:

@@ -42,6 +42,8 @@ class Account(models.Model):
     # The compatibility token is derived from the server secret and this salt; a new salt
     # makes a new token and so revokes the old one.
     compat_token_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
+    # Likewise for the enrollment token phones of the SMSGate app register with.
+    enroll_token_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     def __str__(self) -> str:
@@ -116,6 +118,7 @@ class ApiToken(models.Model):
     class Kind(models.TextChoices):
         API = "api", "API token"
         COMPAT = "compat", "SMSGateway24 compatibility token"
+        ENROLL = "enroll", "Phone enrollment token (SMSGate app)"
 
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
@@ -132,13 +135,18 @@ class ApiToken(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=Q(kind__in=["api", "compat"]), name="apitoken_kind_valid"
+                condition=Q(kind__in=["api", "compat", "enroll"]), name="apitoken_kind_valid"
             ),
             # One live compatibility token per account: gettoken always answers with it.
             models.UniqueConstraint(
                 fields=["account"],
                 condition=Q(kind="compat", revoked_at__isnull=True),
                 name="apitoken_one_live_compat_per_account",
+            ),
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=Q(kind="enroll", revoked_at__isnull=True),
+                name="apitoken_one_live_enroll_per_account",
             ),
         ]
 

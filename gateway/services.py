@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -24,6 +25,7 @@ from gateway.models import Account, ApiToken, User
 log = logging.getLogger(__name__)
 
 API_TOKEN_PREFIX = "sgw_"  # noqa: S105 (a label, not a secret)
+ENROLL_TOKEN_PREFIX = "enr_"  # noqa: S105 (a label, not a secret)
 
 
 class TokenNotFound(Exception):
@@ -95,31 +97,57 @@ def create_api_token(account: Account, name: str) -> tuple[ApiToken, str]:
     return token, secret
 
 
-def _derive_compat_token(account: Account) -> str:
-    # 128 bits as 32 lower-case hex characters: the shape SMSGateway24 clients know.
-    return salted_hmac(
-        "gateway.compat-token", account.compat_token_salt, algorithm="sha256"
-    ).hexdigest()[:32]
+@dataclass(frozen=True)
+class _Derived:
+    """A token that is derived from the server secret and an account salt, so the admin can
+    show it again while the database holds only its hash."""
+
+    kind: str
+    salt_field: str
+    purpose: str
+    name: str
+    prefix: str = ""
 
 
-def compat_token(account: Account) -> str:
-    """Return the account's SMSGateway24 token: the same value on every call until revoked.
+_COMPAT = _Derived(
+    ApiToken.Kind.COMPAT,
+    "compat_token_salt",
+    "gateway.compat-token",
+    "SMSGateway24 compatibility token",
+)
+_ENROLL = _Derived(
+    ApiToken.Kind.ENROLL,
+    "enroll_token_salt",
+    "gateway.enroll-token",
+    "Phone enrollment token",
+    ENROLL_TOKEN_PREFIX,
+)
+_DERIVED = {d.kind: d for d in (_COMPAT, _ENROLL)}
 
-    The token is derived from the server secret and the account's salt, so the database
-    holds only its hash. The first call (or the first after a salt or SECRET_KEY change)
-    registers the hash and revokes any previous compatibility token. When the derived
-    token was revoked (REST or admin revoke), the account gets a new salt and so a fresh
-    token: a revoked token is never handed out again. Idempotent otherwise.
+
+def _derive(account: Account, kind: _Derived) -> str:
+    # 128 bits as 32 lower-case hex characters (the shape SMSGateway24 clients know).
+    digest = salted_hmac(kind.purpose, getattr(account, kind.salt_field), algorithm="sha256")
+    return kind.prefix + digest.hexdigest()[:32]
+
+
+def _derived_token(account: Account, kind: _Derived) -> str:
+    """The account's token of this kind: the same value on every call until revoked.
+
+    The first call (or the first after a salt or SECRET_KEY change) registers the hash and
+    revokes any previous token of the kind. When the derived token was revoked (REST or
+    admin revoke), the account gets a new salt and so a fresh token: a revoked token is
+    never handed out again. Idempotent otherwise.
     """
-    secret = _derive_compat_token(account)
+    secret = _derive(account, kind)
     if ApiToken.objects.filter(token_hash=hash_token(secret), revoked_at__isnull=True).exists():
         return secret
     try:
         with transaction.atomic():
             # One writer per account: concurrent first calls agree on one salt and token.
             locked = Account.objects.select_for_update().get(pk=account.pk)
-            account.compat_token_salt = locked.compat_token_salt
-            secret = _derive_compat_token(account)
+            setattr(account, kind.salt_field, getattr(locked, kind.salt_field))
+            secret = _derive(account, kind)
             known = list(
                 ApiToken.objects.filter(token_hash=hash_token(secret)).values_list(
                     "revoked_at", flat=True
@@ -128,17 +156,17 @@ def compat_token(account: Account) -> str:
             if known and known[0] is None:
                 return secret  # registered meanwhile
             if known:
-                _new_compat_salt(account)
-                secret = _derive_compat_token(account)
+                _new_salt(account, kind)
+                secret = _derive(account, kind)
             ApiToken.objects.filter(
-                account=account, kind=ApiToken.Kind.COMPAT, revoked_at__isnull=True
+                account=account, kind=kind.kind, revoked_at__isnull=True
             ).update(revoked_at=timezone.now())
             ApiToken.objects.create(
                 account=account,
-                name="SMSGateway24 compatibility token",
-                kind=ApiToken.Kind.COMPAT,
+                name=kind.name,
+                kind=kind.kind,
                 token_hash=hash_token(secret),
-                prefix=secret[:8],
+                prefix=secret[: 8 + len(kind.prefix)],
             )
     except IntegrityError:
         # SQLite has no row lock: a concurrent first call registered the same hash.
@@ -146,16 +174,40 @@ def compat_token(account: Account) -> str:
     return secret
 
 
-def _new_compat_salt(account: Account) -> None:
-    account.compat_token_salt = secrets.token_hex(16)
-    Account.objects.filter(pk=account.pk).update(compat_token_salt=account.compat_token_salt)
+def compat_token(account: Account) -> str:
+    """The account's SMSGateway24 token (what ``gettoken`` answers)."""
+    return _derived_token(account, _COMPAT)
+
+
+def enrollment_token(account: Account) -> str:
+    """The account's enrollment token: SMSGate phones register with it (``Bearer``), and
+    the app's automatic re-registrations carry it. Shown in the admin."""
+    return _derived_token(account, _ENROLL)
+
+
+def account_for_enrollment_token(secret: str) -> Account | None:
+    """The account whose live enrollment token this is, or None."""
+    if not secret.startswith(ENROLL_TOKEN_PREFIX) or len(secret) > 200:
+        return None
+    token = (
+        ApiToken.objects.select_related("account")
+        .filter(token_hash=hash_token(secret), kind=ApiToken.Kind.ENROLL, revoked_at__isnull=True)
+        .first()
+    )
+    return None if token is None else token.account
+
+
+def _new_salt(account: Account, kind: _Derived) -> None:
+    salt = secrets.token_hex(16)
+    setattr(account, kind.salt_field, salt)
+    Account.objects.filter(pk=account.pk).update(**{kind.salt_field: salt})
 
 
 def revoke_token(account: Account, token_id: int) -> None:
     """Revoke one of the account's tokens. Revoking a revoked token changes nothing.
 
-    Revoking the compatibility token also gives the account a new salt, so the next
-    ``gettoken`` answers a fresh token (that is how it is rotated).
+    Revoking the compatibility (or enrollment) token also gives the account a new salt, so
+    the next ``gettoken`` (or the admin) answers a fresh token (that is how it is rotated).
     """
     token = ApiToken.objects.for_account(account).filter(pk=token_id).first()
     if token is None:
@@ -164,8 +216,8 @@ def revoke_token(account: Account, token_id: int) -> None:
         revoked = ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
-        if revoked and token.kind == ApiToken.Kind.COMPAT:
-            _new_compat_salt(account)
+        if revoked and token.kind in _DERIVED:
+            _new_salt(account, _DERIVED[token.kind])
 
 
 def authenticate_token(secret: str) -> ApiToken | None:
@@ -190,6 +242,30 @@ def authenticate_token(secret: str) -> ApiToken | None:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     return token
+
+
+def account_owner(account: Account) -> User | None:
+    """The user that stands for the account where one login is shown: its first active
+    owner (staff first)."""
+    return User.objects.filter(account=account, is_active=True).order_by("-is_staff", "pk").first()
+
+
+def account_login(account: Account) -> str:
+    owner = account_owner(account)
+    return owner.email if owner is not None else f"account-{account.pk}"
+
+
+def change_password(user: User, current: str, new: str, client_ip: str) -> None:
+    """Set ``user``'s password after checking the current one (under the login limits) and
+    Django's password validators. Raises TooManyFailures, PermissionError (wrong current
+    password) or ValidationError."""
+    from django.contrib.auth.password_validation import validate_password
+
+    if login_with_limits(user.email, current, client_ip) is None:
+        raise PermissionError("The current password is wrong")
+    validate_password(new, user)
+    user.set_password(new)
+    user.save(update_fields=["password"])
 
 
 def check_password_login(email: str, password: str) -> User | None:

@@ -487,6 +487,21 @@ DEVICE_OUTCOME_SECONDS = env_int("DEVICE_OUTCOME_SECONDS", 15 * 60, minimum=1)
 WEB_THREADS = env_int("WEB_THREADS", 16, minimum=1)
 LONG_POLL_MAX_WAITERS = env_int("LONG_POLL_MAX_WAITERS", max(WEB_THREADS - 4, 0), minimum=0)
 
+# The server's own address as phones and browsers reach it (https://sms.example.com),
+# used in the URLs it hands out: the SMSGate app's server URL and webhook receivers, the
+# pairing page. Empty: taken from each request (right behind a proxy only with
+# BEHIND_PROXY=1).
+PUBLIC_URL = env_str("PUBLIC_URL", "").rstrip("/")
+if PUBLIC_URL and not PUBLIC_URL.startswith(("https://", "http://")):
+    raise ImproperlyConfigured(f"PUBLIC_URL must start with https:// or http://: {PUBLIC_URL!r}")
+# SMSGate app: seconds between its health pings (system:ping webhook + a message pull),
+# the fallback when its event stream is down; and how far a webhook's X-Timestamp may be
+# from our clock before the call is refused as stale.
+SMSGATE_PING_SECONDS = env_int("SMSGATE_PING_SECONDS", 60, minimum=10)
+SMSGATE_WEBHOOK_SKEW_SECONDS = env_int("SMSGATE_WEBHOOK_SKEW_SECONDS", 300, minimum=30)
+# Event streams (SSE): a keep-alive comment at least this often.
+STREAM_KEEPALIVE_SECONDS = env_int("STREAM_KEEPALIVE_SECONDS", 15, minimum=1)
+
 # Tokens are checked at most this often for their last-used time, so a busy client does not
 # turn every request into a write.
 TOKEN_LAST_USED_RESOLUTION_SECONDS = env_int("TOKEN_LAST_USED_RESOLUTION_SECONDS", 60, minimum=0)

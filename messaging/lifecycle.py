@@ -33,6 +33,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from contacts.models import Newsletter
+from devices import wake
 from devices.models import Device
 from gateway.models import Account
 from messaging import webhooks
@@ -46,6 +47,7 @@ from messaging.models import (
     Message,
     MessageStatusChange,
     Status,
+    served_id,
 )
 
 log = logging.getLogger(__name__)
@@ -230,10 +232,37 @@ def _move(
         _count_for_newsletters(
             [(rows[h.message_id][2], Status(h.from_status)) for h in history], target
         )
+        if target == Status.CANCELLED and history:
+            _tell_phones_of_cancels([h.message_id for h in history])
     result.moved.sort()
     if result.moved:
         log.info("moved %d message(s) to %s (%s)", len(result.moved), target.name, source)
     return result
+
+
+def _tell_phones_of_cancels(message_ids: list[int]) -> None:
+    """Cancelled messages a phone was served: its event stream hears of each (on commit)."""
+    served = list(
+        Message.objects.filter(
+            id__in=message_ids, lease_id__isnull=False, device__isnull=False
+        ).values_list("id", "created_at", "device_id")
+    )
+    for message_id, created_at, device_id in served:
+        notice = served_id(message_id, created_at)
+        transaction.on_commit(
+            lambda d=device_id, n=notice: wake.signal([d], wake.CANCELLED, n)  # type: ignore[misc]
+        )
+
+
+def cancel_acknowledged(device: Device, message_ids: Iterable[int]) -> int:
+    """The phone answered about cancelled messages it was served (it cancelled them, or never
+    had them): they are no longer offered to it as "Cancelling". Only the lease id goes;
+    the status stays. Returns how many changed."""
+    return int(
+        Message.objects.filter(
+            id__in=list(message_ids), device=device, status=Status.CANCELLED
+        ).update(lease_id=None)
+    )
 
 
 # --- The hand-off -----------------------------------------------------------------------------

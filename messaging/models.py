@@ -7,10 +7,12 @@ legal moves. ``messaging.services`` is the only code that writes a status.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import models
@@ -120,6 +122,24 @@ UNCONFIRMED = Q(status=Status.TAKEN, confirmed_at__isnull=True)
 CONFIRMED = Q(status=Status.TAKEN, confirmed_at__isnull=False)
 
 
+def served_id(pk: int, created_at: datetime) -> str:
+    """The id a phone protocol shows for a message: ``<pk>-<tag>``, the tag a hash of the
+    creation time to the microsecond. Phones (the SMSGate app) never send an id they have
+    seen again, so an id must never come back for another message, not even after the
+    database was reset or restored from a backup and the primary keys start over."""
+    stamp = created_at.astimezone(UTC).strftime("%Y%m%d%H%M%S%f")
+    return f"{pk}-{hashlib.sha256(f'{pk}:{stamp}'.encode()).hexdigest()[:8]}"
+
+
+_SERVED_ID = re.compile(r"([1-9][0-9]{0,18})-[0-9a-f]{8}")
+
+
+def served_pk(text: object) -> int | None:
+    """The primary key in a served id (its tag is checked against the row by the caller)."""
+    match = _SERVED_ID.fullmatch(text) if isinstance(text, str) else None
+    return int(match.group(1)) if match else None
+
+
 class Message(models.Model):
     """One SMS, outgoing or incoming (status INCOMING)."""
 
@@ -220,6 +240,13 @@ class Message(models.Model):
                 fields=["device", "status_changed_at"],
                 name="message_cancel_notice_idx",
                 condition=Q(status=Status.CANCELLED, confirmed_at__isnull=False),
+            ),
+            # SMSGate app: cancelled messages it was served and has not answered about
+            # (served as "Cancelling" until it does; lease_id is cleared by its answer).
+            models.Index(
+                fields=["device", "send_at"],
+                name="message_cancelling_idx",
+                condition=Q(status=Status.CANCELLED, lease_id__isnull=False),
             ),
             models.Index(
                 fields=["outcome_deadline_at"],

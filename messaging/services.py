@@ -586,7 +586,13 @@ def reassign(account: Account, message_ids: Iterable[int], device_id: int, sim: 
         .values_list("id", flat=True)
     )
     with transaction.atomic():
-        lifecycle.return_unconfirmed(ids, account=account, source="reassigned")
+        # Not a phone that sends before it confirms (the SMSGate app): it may hold them.
+        returnable = Message.objects.filter(id__in=ids).exclude(
+            device__protocol=Device.Protocol.SMSGATE
+        )
+        lifecycle.return_unconfirmed(
+            list(returnable.values_list("id", flat=True)), account=account, source="reassigned"
+        )
         moved = Message.objects.filter(id__in=ids, status=Status.NEW).update(
             device_id=device_id, sim=sim
         )

@@ -1,0 +1,41 @@
+"""The ASGI entry point (``uvicorn gateway.asgi:application``): the gateway's long-lived
+connections, which must not hold a thread each while they wait.
+
+It serves the SMSGate app's event stream (``/api/mobile/v1/events``) natively; every other
+path goes to the same Django application as ``gateway.wsgi``, run in a fixed pool of
+threads, so one ASGI process can also serve a whole small install alone. The production
+shape runs it beside the WSGI web process (gunicorn, threads), whose hot paths measured
+faster there, and the HTTPS front sends the stream paths here (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+
+from a2wsgi import WSGIMiddleware
+from django.conf import settings
+from django.core.wsgi import get_wsgi_application
+
+from devices.mobile import events
+
+_django = WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS)  # type: ignore[arg-type]
+_EVENTS = re.compile(r"/+api/+mobile/+v1/+events/?")
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] == "http" and _EVENTS.fullmatch(scope["path"]):
+        await events.app(scope, receive, send)
+        return
+    await _django(scope, receive, send)  # type: ignore[arg-type]
