@@ -58,9 +58,28 @@ class Hub:
     def __init__(self) -> None:
         self.listeners: dict[int, set[asyncio.Queue[Event]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+
+    async def start(self, timeout: float = 5.0) -> None:
+        """Start listening (at the process's start, so no signal sent after it is missed),
+        and wait until the subscription stands (at most ``timeout`` seconds)."""
+        if self._task is None or self._task.done():
+            self._ready = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._feed())
+        assert self._ready is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
 
     def subscribe(self, device_id: int) -> asyncio.Queue[Event]:
         if self._task is None or self._task.done():
+            self._ready = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._feed())
         queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=100)
         self.listeners[device_id].add(queue)
@@ -94,6 +113,10 @@ class Hub:
                     self.deliver(device_id, (wake.ENQUEUED, ""))
                 await asyncio.sleep(1.0)
 
+    def _set_ready(self) -> None:
+        if self._ready is not None:
+            self._ready.set()
+
     async def _from_redis(self) -> None:
         client = aioredis.from_url(
             settings.REDIS_URL, socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS
@@ -101,6 +124,7 @@ class Hub:
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.psubscribe(wake.channel(0).rsplit(":", 1)[0] + ":*")
+                self._set_ready()
                 async for message in pubsub.listen():
                     if message.get("type") != "pmessage":
                         continue
@@ -117,6 +141,7 @@ class Hub:
             if time.monotonic() - marked > wake.STREAMS_MARK_SECONDS / 2:
                 await run(_mark_and_prune)
                 marked = time.monotonic()
+                self._set_ready()
             for signal_id, device_id, kind, data in await run(_signals_after, last):
                 last = signal_id
                 self.deliver(device_id, (kind, data))

@@ -20,9 +20,12 @@ from a2wsgi import WSGIMiddleware
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
-from devices.mobile import events
-
 _django = WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS)  # type: ignore[arg-type]
+
+# After Django is set up: it imports models.
+from devices.mobile import events  # noqa: E402
+from devices.streams import hub  # noqa: E402
+
 _EVENTS = re.compile(r"/+api/+mobile/+v1/+events/?")
 
 
@@ -31,8 +34,10 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await hub.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await hub.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] == "http" and _EVENTS.fullmatch(scope["path"]):
