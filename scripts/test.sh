@@ -12,13 +12,18 @@ cd "$(dirname "$0")/.."
 scripts/install.sh --dev
 export PATH="$PWD/.venv/bin:$PATH"
 
-# The admin's browser test drives Debian's chromium (no browser download).
-if ! command -v chromium >/dev/null 2>&1; then
+# The admin's browser test drives Debian's chromium (no browser download); the HTTPS
+# front's test runs Debian's caddy.
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v caddy >/dev/null 2>&1 || missing="$missing caddy"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== installing chromium (Debian package) for the browser test"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        echo "== installing$missing (Debian packages) for the browser and HTTPS front tests"
+        # shellcheck disable=SC2086
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "== chromium not installed: the browser test will be skipped (CI requires it)"
+        echo "== not installed:$missing; their tests will be skipped (CI requires them)"
     fi
 fi
 unset DATABASE_URL REDIS_URL CELERY_BROKER_URL

@@ -27,7 +27,7 @@ def _command_words(command: str | list[str]) -> list[str]:
 def _check_command(words: list[str]) -> None:
     """Every program the command starts points at code that exists."""
     text = " ".join(words)
-    for module in re.findall(r"gunicorn ([\w.]+)", text):
+    for module in re.findall(r"(?:gunicorn|uvicorn) ([\w.:]+)", text):
         module_name, _, attr = module.partition(":")
         assert hasattr(importlib.import_module(module_name), attr or "application"), module
     for config in re.findall(r"python:([\w.]+)", text):
@@ -46,7 +46,9 @@ def _check_command(words: list[str]) -> None:
 
 def test_compose_has_the_production_services_with_health_checks():
     services = _compose()["services"]
-    assert set(services) == {"postgres", "redis", "web", "worker", "webhooks", "beat"}
+    assert set(services) == {
+        "postgres", "redis", "web", "streams", "caddy", "worker", "webhooks", "beat"
+    }  # fmt: skip
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no health check"
     assert any("pgdata" in v for v in services["postgres"]["volumes"])
@@ -54,7 +56,7 @@ def test_compose_has_the_production_services_with_health_checks():
 
 def test_compose_commands_start_code_that_exists():
     services = _compose()["services"]
-    for name in ("web", "worker", "webhooks", "beat"):
+    for name in ("web", "streams", "worker", "webhooks", "beat"):
         _check_command(_command_words(services[name]["command"]))
     # webhook deliveries have their own worker, so slow receivers hold up nothing else
     assert (
@@ -67,7 +69,7 @@ def test_compose_commands_start_code_that_exists():
 
 def test_compose_environment_is_read_by_the_settings():
     services = _compose()["services"]
-    for name in ("web", "worker", "webhooks", "beat"):
+    for name in ("web", "streams", "worker", "webhooks", "beat"):
         env = services[name]["environment"]
         unknown = set(env) - READ_VARIABLES
         assert not unknown, f"{name} sets variables the code never reads: {unknown}"
@@ -94,6 +96,26 @@ def test_procfile_starts_web_worker_and_beat():
     entries = dict(
         line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
     )
-    assert set(entries) == {"web", "worker", "webhooks", "beat"}
+    assert set(entries) == {"web", "streams", "worker", "webhooks", "beat"}
     for command in entries.values():
         _check_command(re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command).split())
+
+
+def test_the_https_front_routes_streams_to_the_asgi_process_and_the_rest_to_web():
+    services = _compose()["services"]
+    caddy = services["caddy"]
+    mounted = {v.split(":")[0] for v in caddy["volumes"]}
+    assert "./scripts/Caddyfile" in mounted and (ROOT / "scripts" / "Caddyfile").exists()
+    assert caddy["environment"]["GATEWAY_WEB"] == "web:8000"
+    streams_port = _command_words(services["streams"]["command"])
+    assert (
+        caddy["environment"]["GATEWAY_STREAMS"]
+        == f"streams:{streams_port[streams_port.index('--port') + 1]}"
+    )
+    caddyfile = (ROOT / "scripts" / "Caddyfile").read_text()
+    assert "{$GATEWAY_STREAMS" in caddyfile and "{$GATEWAY_WEB" in caddyfile
+    assert "flush_interval -1" in caddyfile
+    # Phones get URLs on the front's address, and the server trusts the front's headers.
+    env = services["web"]["environment"]
+    assert env["PUBLIC_URL"].startswith("${PUBLIC_URL:-https://")
+    assert env["BEHIND_PROXY"] == "${BEHIND_PROXY:-1}"
