@@ -14,6 +14,7 @@ from django.utils.timesince import timesince
 from devices import queries, services
 from devices.models import Device, PairingCode, SimSlot
 from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
+from gateway.clients import public_url
 
 
 class SimSlotInline(ScopedInline):
@@ -35,9 +36,10 @@ class DeviceAdmin(AccountScopedAdmin):
         "sim_cards",
         "queue",
         "sent_today",
+        "protocol",
         "enabled",
     )
-    list_filter = ("enabled",)
+    list_filter = ("enabled", "protocol")
     search_fields = ("title", "imei", "serial_number", "number")
     inlines = [SimSlotInline]
     fieldsets = (
@@ -57,6 +59,8 @@ class DeviceAdmin(AccountScopedAdmin):
             "Reported by the phone",
             {
                 "fields": (
+                    "protocol",
+                    "replaces",
                     "imei",
                     "serial_number",
                     "app_version",
@@ -70,6 +74,8 @@ class DeviceAdmin(AccountScopedAdmin):
         ),
     )
     readonly_fields = (
+        "protocol",
+        "replaces",
         # The phone reports its platform limit; the operator does not set it.
         "segments_per_minute",
         "imei",
@@ -144,8 +150,14 @@ class PairingCodeAdmin(AccountScopedAdmin):
             raise PermissionDenied
         account = account_of(request) or getattr(request.user, "account", None)
         pairing, code = services.create_pairing_code(account)  # type: ignore[arg-type]
-        how = services.pairing_instructions(pairing, code, request.build_absolute_uri("/"))
-        context = {**self.admin_site.each_context(request), "how": how, "opts": self.opts}
+        how = services.pairing_instructions(pairing, code, public_url(request))
+        app = services.app_instructions(account, public_url(request))  # type: ignore[arg-type]
+        context = {
+            **self.admin_site.each_context(request),
+            "how": how,
+            "app": app,
+            "opts": self.opts,
+        }
         return TemplateResponse(request, "admin/devices/pairingcode/created.html", context)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:

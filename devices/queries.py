@@ -61,6 +61,11 @@ def sim_slots_by_device(account: Account, device_ids: Iterable[int]) -> dict[int
 
 
 def offline_after(device: Device) -> timedelta:
+    if device.protocol == Device.Protocol.SMSGATE:
+        # Seen at every fetch and report, and at least once a minute while its event
+        # stream is open or its pings come (SMSGATE_PING_SECONDS).
+        every = max(settings.SMSGATE_PING_SECONDS, 60)
+        return timedelta(seconds=2 * every + OFFLINE_GRACE_SECONDS)
     return timedelta(
         seconds=2 * device.delay_between_requests + LONG_POLL_SECONDS + OFFLINE_GRACE_SECONDS
     )

@@ -387,6 +387,7 @@ def announce_device_states(now: datetime | None = None) -> int:
             "title",
             "last_seen_at",
             "delay_between_requests",
+            "protocol",
             "announced_online",
         ).iterator(chunk_size=2000):
             online = is_online(device, now)
@@ -426,6 +427,43 @@ def pairing_instructions(pairing: PairingCode, code: str, server: str) -> Pairin
     )
     svg = segno.make(uri, error="m").svg_inline(scale=5, dark="#111", light="#fff")
     return PairingInstructions(code, pairing.expires_at, uri, command, svg)
+
+
+@dataclass(frozen=True)
+class AppInstructions:
+    """What to type into the SMSGate app (Settings > Cloud server) to register a phone."""
+
+    server_url: str
+    code: str
+    expires_at: datetime
+    enrollment_token: str
+    warning: str  # empty when the URL is one a phone can use
+
+
+def app_instructions(account: Account, public_url: str) -> AppInstructions:
+    """A fresh one-time numeric code, the account's enrollment token and the server URL for
+    the SMSGate app; a warning when a phone could not use that URL (the app's release build
+    speaks only HTTPS, and a phone's 127.0.0.1 is the phone itself)."""
+    from urllib.parse import urlsplit
+
+    from gateway.services import enrollment_token
+
+    pairing, code = create_pairing_code(account, digits=True)
+    url = public_url.rstrip("/") + "/api/mobile/v1"
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    warning = ""
+    if host in ("localhost", "::1") or host.startswith("127."):
+        warning = (
+            f"{host} is this computer, not reachable from a phone: set PUBLIC_URL to the "
+            "address phones use (behind the HTTPS front)."
+        )
+    elif parts.scheme != "https":
+        warning = (
+            "The app's release build connects only over HTTPS: put the HTTPS front before "
+            "the gateway and set PUBLIC_URL to its https:// address (docs/android-app.md)."
+        )
+    return AppInstructions(url, code, pairing.expires_at, enrollment_token(account), warning)
 
 
 SETTABLE = (

@@ -500,3 +500,32 @@ def test_a_phone_without_sim_identities_is_never_guessed_to_be_another(client, o
     first.register(auth, sims=[])
     second.register(auth, sims=[])
     assert Device.objects.get(pk=int(second.id)).replaces_id is None
+
+
+# --- The operator's "Add device" page -------------------------------------------------------
+
+
+def test_the_add_device_page_shows_what_to_type_into_the_app(client, make_user, settings):
+    make_user("op@example.com", is_staff=True, is_superuser=True)
+    client.login(email="op@example.com", password="correct horse battery")
+    settings.PUBLIC_URL = "https://sms.example.com"
+    page = client.get("/admin/devices/device/add/").content.decode()
+    assert "https://sms.example.com/api/mobile/v1" in page and "app-warning" not in page
+    code = re.search(r'class="app-code"[^>]*>(\d{8})<', page)
+    assert code is not None
+    token = re.search(r'class="app-enrollment-token">([^<]+)<', page)
+    assert token is not None and token.group(1).startswith("enr_")
+    # The code registers a phone, once.
+    assert App(Client()).register(f"Code {code.group(1)}").status_code == 201
+    assert App(Client()).register(f"Bearer {token.group(1)}").status_code == 201
+
+
+def test_the_add_device_page_warns_about_urls_a_phone_cannot_use(client, make_user, settings):
+    make_user("op@example.com", is_staff=True, is_superuser=True)
+    client.login(email="op@example.com", password="correct horse battery")
+    settings.PUBLIC_URL = "http://127.0.0.1:8000"
+    page = client.get("/admin/devices/device/add/").content.decode()
+    assert "app-warning" in page and "not reachable from a phone" in page
+    settings.PUBLIC_URL = "http://192.168.1.10:8000"
+    page = client.get("/admin/devices/device/add/").content.decode()
+    assert "only over HTTPS" in page
