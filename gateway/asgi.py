@@ -1,7 +1,8 @@
 """The ASGI entry point (``uvicorn gateway.asgi:application``): the gateway's long-lived
 connections, which must not hold a thread each while they wait.
 
-It serves the SMSGate app's event stream (``/api/mobile/v1/events``) natively; every other
+It serves the SMSGate app's event stream (``/api/mobile/v1/events``) and the waiting part
+of our device protocol's long poll (``/api/device/v1/poll``) natively; every other
 path goes to the same Django application as ``gateway.wsgi``, run in a fixed pool of
 threads, so one ASGI process can also serve a whole small install alone. The production
 shape runs it beside the WSGI web process (gunicorn, threads), whose hot paths measured
@@ -23,10 +24,12 @@ from django.core.wsgi import get_wsgi_application
 _django = WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS)  # type: ignore[arg-type]
 
 # After Django is set up: it imports models.
+from devices.api import longpoll  # noqa: E402
 from devices.mobile import events  # noqa: E402
 from devices.streams import hub  # noqa: E402
 
 _EVENTS = re.compile(r"/+api/+mobile/+v1/+events/?")
+_POLL = re.compile(r"/+api/+device/+v1/+poll")
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -42,5 +45,8 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
     if scope["type"] == "http" and _EVENTS.fullmatch(scope["path"]):
         await events.app(scope, receive, send)
+        return
+    if scope["type"] == "http" and scope["method"] == "POST" and _POLL.fullmatch(scope["path"]):
+        await longpoll.app(scope, receive, send, _django)
         return
     await _django(scope, receive, send)  # type: ignore[arg-type]

@@ -242,3 +242,34 @@ def test_an_unknown_token_is_refused_with_401(server):
     stream = Stream(server, "dev_unknown")
     assert stream.response.status == 401
     assert stream.response.getheader("Content-Type") == "application/json"
+
+
+def test_our_long_poll_waits_on_the_asgi_process_without_a_thread(server, paired):
+    """The device protocol's long poll, served by the stream process: an SMS created while
+    the phone waits is in the answer."""
+    device, token = paired()
+    answers: queue.Queue[tuple[int, Any]] = queue.Queue()
+
+    def poll() -> None:
+        answers.put(
+            server.request("POST", "/api/device/v1/poll", {"wait": 20}, auth=f"Bearer {token}")
+        )
+
+    waiting = threading.Thread(target=poll, daemon=True)
+    waiting.start()
+    time.sleep(1.0)  # the poll is waiting (if it is not yet, it finds the SMS at once)
+    message = _queue(device.pk, urgent=True)
+    status, body = answers.get(timeout=WAIT)
+    assert status == 200 and [m["id"] for m in body["messages"]] == [message.pk]
+    assert body["lease"]
+
+
+def test_a_long_poll_with_nothing_answers_empty_after_its_wait(server, paired):
+    _device, token = paired()
+    started = time.monotonic()
+    status, body = server.request(
+        "POST", "/api/device/v1/poll", {"wait": 2}, auth=f"Bearer {token}"
+    )
+    assert status == 200 and body["messages"] == [] and time.monotonic() - started >= 2
+    status, body = server.request("POST", "/api/device/v1/poll", {"wait": 2}, auth="Bearer dev_x")
+    assert status == 401
