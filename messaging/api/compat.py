@@ -354,6 +354,14 @@ def getalldevices(call: Call) -> HttpResponse:
             # No subscriptions on a self-hosted gateway: every device has every feature.
             "subscription": True,
         }
+        if device.battery_percent is not None:
+            # Ours, after the hosted service's keys, only for phones that report health
+            # (docs/compat-api.md): battery, charging, and the app's own verdict.
+            listed[str(device.pk)].update(
+                battery=device.battery_percent,
+                charging=device.charging,
+                health=(device.health or {}).get("status") or None,
+            )
     return answer({"count": len(found), "device": listed})
 
 

@@ -453,6 +453,12 @@ def test_a_ping_records_the_phones_health(app):
     device = device_of(app)
     assert device.battery_percent == 77 and device.charging is True
     assert device.health["status"] == "pass"
+    # The SMSGateway24 API shows it too.
+    token = accounts.compat_token(device.account)
+    listed = app.client.get("/getdata/getalldevices", {"token": token}).json()
+    shown = listed["device"][str(device.pk)]
+    assert (shown["battery"], shown["charging"], shown["health"]) == (77, True, "pass")
+    assert list(shown)[-4:] == ["subscription", "battery", "charging", "health"]
 
 
 def test_app_started_reports_the_real_sim_inventory(app):
