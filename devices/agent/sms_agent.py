@@ -10,18 +10,25 @@ One file, Python 3.9+ standard library only. Download it from your server
     python3 sms_agent.py run --sender gammu
     python3 sms_agent.py run --sender simulated       # records instead of sending
     python3 sms_agent.py fleet --server URL --email E --password P --count 50
+    python3 sms_agent.py simulate-incoming --from +15551234567 --text "Hello"
 
 It speaks the gateway's device protocol (docs/device-protocol.md): poll (long poll when
 the server offers it), confirm receipt, send paced by the server's not-before times and
-the device's delay, report outcomes, upload incoming SMS. A journal on disk records every
-confirmed message before it is sent, so a restart never sends a message twice: messages
-confirmed but not yet started are sent after a restart; one whose sending had started when
-the agent died is left alone (the server marks it "unknown" at its deadline).
+the device's delay, report outcomes, upload incoming SMS. While it waits for the next paced
+send it keeps polling, so urgent work created meanwhile goes out first, and it reports each
+outcome as soon as it is known. A journal on disk records every confirmed message before it
+is sent, so a restart never sends a message twice: messages confirmed but not yet started
+are sent after a restart; one whose sending had started when the agent died is left alone
+(the server marks it "unknown" at its deadline).
+
+Expected failures (a used or expired pairing code, a device not paired yet, a server that
+cannot be reached) end the command with one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
 import os
@@ -30,10 +37,12 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,11 +56,24 @@ SENT, DELIVERED, NOT_DELIVERED, GENERIC_FAILURE, NO_SERVICE = 6, 7, 8, 9, 10
 # --- HTTP -----------------------------------------------------------------------------------
 
 
+class AgentError(Exception):
+    """An expected failure: main() prints its message as one line and exits with status 1."""
+
+
 class ApiError(Exception):
     def __init__(self, status: int, body: Any) -> None:
         super().__init__(f"HTTP {status}: {body}")
         self.status = status
         self.body = body
+
+    @property
+    def code(self) -> str | None:
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        return error.get("code") if isinstance(error, dict) else None
+
+
+class Unreachable(OSError):
+    """No HTTP answer from the server (refused, timed out, cut off, not HTTP)."""
 
 
 class Api:
@@ -73,13 +95,23 @@ class Api:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                return json.loads(response.read() or b"{}")
+                status, raw = response.status, response.read()
         except urllib.error.HTTPError as exc:
             try:
                 body = json.loads(exc.read() or b"{}")
             except ValueError:
                 body = None
             raise ApiError(exc.code, body) from None
+        except urllib.error.URLError as exc:
+            raise Unreachable(f"cannot reach the server at {self.base}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise Unreachable(f"cannot reach the server at {self.base}: {reason}") from None
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            # An answer, but not from the device API (a proxy's page, another site).
+            raise ApiError(status, None) from None
 
 
 # --- Journal --------------------------------------------------------------------------------
@@ -179,6 +211,19 @@ class SimulatedSender(Sender):
         if random.random() < self.failure_rate:
             return [(GENERIC_FAILURE, "simulated failure")]
         return [(SENT, ""), (DELIVERED, "")]
+
+    def receive(self, sender: str, body: str, sim: int = 0) -> None:
+        """Pretend an SMS arrived: the next incoming() returns it."""
+        with self.lock:
+            self.inbox.append(
+                {
+                    "id": f"simulated-{uuid.uuid4().hex}",
+                    "sender": sender,
+                    "body": body,
+                    "sim": sim,
+                    "received_at": datetime.now(timezone.utc).isoformat(),
+                }
+            )
 
     def incoming(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -401,47 +446,91 @@ class Agent:
         self.last_send_by_sim: dict[int, float] = {}
         self.failures = 0
         self.stopping = threading.Event()
+        # Limits of run(): polls in all (those made while waiting between sends count too)
+        # and a monotonic deadline after which no poll starts.
+        self.max_polls: int | None = None
+        self.deadline: float | None = None
+        self.polls = 0
+        self.last_poll_at = float("-inf")  # monotonic
+        self.last_upload_at = float("-inf")
+        # Whether the server held our last long poll that came back empty (it does not
+        # without Redis, or when its long-poll capacity is in use): then we poll plainly.
+        self.server_holds = wait > 0
 
     def _chaos(self, name: str) -> bool:
         return random.random() < self.chaos.get(name, 0.0)
 
+    def may_poll(self) -> bool:
+        if self.stopping.is_set():
+            return False
+        if self.max_polls is not None and self.polls >= self.max_polls:
+            return False
+        return self.deadline is None or time.monotonic() < self.deadline
+
     def run(self, *, loops: int | None = None, duration: float | None = None) -> None:
-        deadline = time.monotonic() + duration if duration else None
-        self.report_pending()  # outcomes known before a restart
-        done = 0
-        idle, took = False, 0.0
-        while not self.stopping.is_set():
-            if (loops is not None and done >= loops) or (deadline and time.monotonic() > deadline):
-                break
-            if idle and (self.wait == 0 or took < self.wait / 2):
+        """Poll, confirm, send and report until stopped, ``loops`` polls or ``duration``
+        seconds. Network errors are retried with backoff; a token the server no longer
+        accepts raises AgentError."""
+        self.max_polls = loops
+        self.deadline = time.monotonic() + duration if duration else None
+        idle = False
+        while self.may_poll():
+            if idle and not self.server_holds:
                 # Nothing came, and the server did not hold the poll (plain polling, or no
                 # long-poll capacity free): wait the server's interval instead of spinning.
+                idle = False
                 self.stopping.wait(self.poll_interval)
-            done += 1
-            started = time.monotonic()
+                continue
             try:
                 idle = not self.cycle()
-                took = time.monotonic() - started
                 self.failures = 0
-            except (OSError, ApiError, ValueError) as exc:
-                if isinstance(exc, ApiError) and exc.status in (401, 403):
-                    log.error("server refused this device (%s); pair it again", exc)
-                    raise
-                self.failures += 1
-                backoff = min(60.0, 2 ** min(self.failures, 6)) * (0.5 + random.random() / 2)
-                log.warning("network error (%s); retrying in %.1f s", exc, backoff)
-                self.stopping.wait(backoff)
+            except ApiError as exc:
+                if exc.status == 401:
+                    raise AgentError(explain(exc)) from None
+                if exc.status == 403:
+                    # The operator may enable it again: ask rarely, as the protocol says.
+                    log.warning("the operator disabled this device; asking again in 5 minutes")
+                    self.stopping.wait(300)
+                    continue
+                self._back_off(exc)
+            except (OSError, ValueError) as exc:
+                self._back_off(exc)
+
+    def _back_off(self, exc: Exception) -> None:
+        self.failures += 1
+        backoff = min(60.0, 2 ** min(self.failures, 6)) * (0.5 + random.random() / 2)
+        log.warning("network error (%s); retrying in %.1f s", exc, backoff)
+        self.stopping.wait(backoff)
 
     def cycle(self) -> bool:
         """One poll and everything it brings; True when there was work."""
+        self.report_pending()  # outcomes known before a restart, or whose report failed
+        got_work = self.poll_once(self.wait)
+        self.send_confirmed()
+        self.report_pending()
+        self.upload_incoming()
+        return got_work
+
+    def poll_once(self, wait: int) -> bool:
+        """One poll: record what it offers and confirm it. True when it brought work.
+
+        What was offered and not yet confirmed is confirmed first: a poll takes over this
+        device's unconfirmed leases under a new lease id, and we would have to confirm them
+        again with that one. Confirmed messages are never offered again.
+        """
         self.confirm_offered()
-        payload: dict[str, Any] = {"wait": self.wait, "app_version": self.app_version}
+        payload: dict[str, Any] = {"wait": wait, "app_version": self.app_version}
         if self.slots is not None:
             payload["slots"] = self.slots
-        answer = self.api.call("poll", payload, timeout=self.wait + 15)
+        self.polls += 1
+        started = self.last_poll_at = time.monotonic()
+        answer = self.api.call("poll", payload, timeout=wait + 15)
         if self._chaos("drop_poll"):
             log.info("chaos: dropping a poll answer")
             return True
+        messages = answer.get("messages", [])
+        if wait > 0 and not messages:
+            self.server_holds = time.monotonic() - started >= wait / 2
         self.poll_interval = answer.get("poll_interval", self.poll_interval)
         self.delay_between_sms = answer.get("delay_between_sms") or 0
         for message_id in answer.get("cancelled", []):
@@ -449,7 +538,7 @@ class Agent:
             if entry and entry.get("state") == "confirmed":
                 self.journal.record(message_id, state="cancelled")
         lease = answer.get("lease")
-        for message in answer.get("messages", []):
+        for message in messages:
             entry = self.journal.entries.get(message["id"], {})
             if not self.journal.knows(message["id"]) or entry.get("state") == "offered":
                 # A re-poll hands out what we had not confirmed under a new lease: only the
@@ -459,10 +548,7 @@ class Agent:
             log.info("chaos: crashing before confirming")
             os._exit(17)
         self.confirm_offered()
-        self.send_confirmed()
-        self.report_pending()
-        self.upload_incoming()
-        return bool(answer.get("messages"))
+        return bool(messages)
 
     def confirm_offered(self) -> None:
         """Confirm what was offered. Retried after a lost answer (and after a restart): the
@@ -493,11 +579,17 @@ class Agent:
                 )
 
     def send_confirmed(self) -> None:
-        queue = sorted(
-            self.journal.in_state("confirmed"),
-            key=lambda e: (not e["message"]["urgent"], e["message"]["not_before"], e["id"]),
-        )
-        for entry in queue:
+        """Send what is confirmed, urgent first, then by not-before time, and report each
+        outcome as soon as it is known. While waiting for a paced send it polls, so work
+        that arrives meanwhile (an urgent SMS) is confirmed and takes its turn."""
+        while not self.stopping.is_set():
+            queue = sorted(
+                self.journal.in_state("confirmed"),
+                key=lambda e: (not e["message"]["urgent"], e["message"]["not_before"], e["id"]),
+            )
+            if not queue:
+                return
+            entry = queue[0]
             message = entry["message"]
             sim = message["sim"]
             # The server's not-before time is a floor; the delay also holds between our own
@@ -505,15 +597,58 @@ class Agent:
             start = _parse_time(message["not_before"])
             if not message["urgent"] and sim in self.last_send_by_sim:
                 start = max(start, self.last_send_by_sim[sim] + self.delay_between_sms)
-            pause = start - time.time()
-            if pause > 0 and self.stopping.wait(pause):
-                return
+            if start > time.time():
+                self._wait_until(start)
+                continue  # the queue may have changed: plan again
             self.journal.record(entry["id"], state="sending")
             if self._chaos("crash_while_sending"):
                 os._exit(19)
             outcomes = self.sender.send(message["to"], message["body"], sim, message["segments"])
             self.last_send_by_sim[sim] = time.time()
             self.journal.record(entry["id"], state="done", outcomes=outcomes)
+            self._keep_going("report", self.report_pending)
+
+    def _wait_until(self, start: float) -> None:
+        """Wait until the wall-clock time ``start``, polling meanwhile: long polls while the
+        server holds them, else plain polls every poll interval. Returns early when a poll
+        brought work or when stopped."""
+        while not self.stopping.is_set():
+            pause = start - time.time()
+            if pause <= 0:
+                return
+            if self.may_poll():
+                hold = min(int(pause), self.wait) if self.server_holds else 0
+                if hold >= 1 or time.monotonic() - self.last_poll_at >= self.poll_interval:
+                    log.debug("%.1f s to the next paced send: polling (wait %d s)", pause, hold)
+                    brought = self._keep_going("poll", self.poll_once, hold)
+                    self._upload_now()
+                    if brought:
+                        return
+                    if brought is False and hold >= 1 and self.server_holds:
+                        continue  # the server held the poll: the time has moved on
+                nap = max(0.0, self.last_poll_at + self.poll_interval - time.monotonic())
+                pause = min(pause, nap)
+            self.stopping.wait(pause)
+
+    def _keep_going(self, what: str, step: Any, *args: Any) -> Any:
+        """Run a call made between sends; a network error is logged, not raised, so the
+        confirmed messages still go out on time (what failed is retried later). A token the
+        server refuses still stops the agent."""
+        try:
+            return step(*args)
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                raise
+            log.warning("%s failed between sends (%s); retrying later", what, exc)
+        except (OSError, ValueError) as exc:
+            log.warning("%s failed between sends (%s); retrying later", what, exc)
+        return None
+
+    def _upload_now(self) -> None:
+        # At most once per poll interval: a stream of paced batches must not starve the
+        # inbox, nor read it on every poll.
+        if time.monotonic() - self.last_upload_at >= self.poll_interval:
+            self._keep_going("incoming upload", self.upload_incoming)
 
     def report_pending(self) -> None:
         pending = self.journal.in_state("done")
@@ -531,9 +666,41 @@ class Agent:
             self.journal.record(entry["id"], state="reported")
 
     def upload_incoming(self) -> None:
-        received = self.sender.incoming()
-        if received:
-            self.api.call("incoming", {"messages": received})
+        self.last_upload_at = time.monotonic()
+        upload_incoming(self.api, self.sender.incoming())
+
+
+def upload_incoming(api: Api, received: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Upload SMS the device received; answers [{id, sms_id}]. The phone's own id makes a
+    repeated upload store nothing new."""
+    if not received:
+        return []
+    stored: list[dict[str, Any]] = api.call("incoming", {"messages": received})["stored"]
+    return stored
+
+
+def explain(exc: ApiError) -> str:
+    """One line for the user about an error answer of the server."""
+    known = {
+        "pairing_refused": "pairing refused: the code is unknown, used or expired (a code "
+        "works once, for 15 minutes); create a new one in the admin",
+        "login_failed": "pairing refused: wrong email or password",
+        "too_many_attempts": "too many failed pairing attempts from here: wait 15 minutes",
+        "unauthorized": "the server no longer accepts this device's token (the device was "
+        "paired again, or removed): pair it again",
+        "forbidden": "the operator disabled this device",
+    }
+    code = exc.code
+    if code in known:
+        return known[code]
+    if code:
+        error = exc.body["error"]
+        fields = f" {json.dumps(error['fields'])}" if error.get("fields") else ""
+        return f"the server refused the request: {code}: {error.get('message')}{fields}"
+    return (
+        f"the server answered HTTP {exc.status}, but not as the gateway's device API: "
+        "is --server the gateway's address?"
+    )
 
 
 # --- Commands -------------------------------------------------------------------------------
@@ -553,6 +720,22 @@ def _details(args: argparse.Namespace, imei: str = "", sender: str = "") -> dict
         "app_version": f"{AGENT_VERSION}+{sender}" if sender else AGENT_VERSION,
         "sims": [{"slot": s} for s in slots],
     }
+
+
+def _credentials(state_dir: Path) -> dict[str, Any]:
+    path = state_dir / "device.json"
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+        if not isinstance(state.get("token"), str):
+            raise ValueError("no token")
+    except FileNotFoundError:
+        raise AgentError(
+            f"this device is not paired yet (no {path}): run "
+            "`sms_agent.py pair --server URL --code CODE` first"
+        ) from None
+    except (ValueError, AttributeError):
+        raise AgentError(f"{path} is damaged: pair this device again") from None
+    return state
 
 
 def cmd_pair(args: argparse.Namespace) -> None:
@@ -593,7 +776,7 @@ def _chaos(args: argparse.Namespace) -> dict[str, float]:
 
 def cmd_run(args: argparse.Namespace) -> None:
     state_dir = _state_dir(args)
-    state = json.loads((state_dir / "device.json").read_text())
+    state = _credentials(state_dir)
     api = Api(args.server or state["server"], state["token"])
     agent = Agent(
         api,
@@ -605,6 +788,20 @@ def cmd_run(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     log.info("device %s running with the %s sender", state["device_id"], agent.sender.name)
     agent.run(loops=args.loops, duration=args.duration)
+
+
+def cmd_simulate_incoming(args: argparse.Namespace) -> None:
+    """Upload one SMS as if this device had received it (for trying the product).
+
+    It reads only the credentials, never the journal, so it is safe beside a running agent
+    on the same state folder.
+    """
+    state = _credentials(_state_dir(args))
+    sender = SimulatedSender()
+    sender.receive(args.phone, args.text, args.sim)
+    api = Api(args.server or state["server"], state["token"])
+    (stored,) = upload_incoming(api, sender.incoming())
+    print(f"Stored as incoming SMS {stored['sms_id']} (from {args.phone}, SIM slot {args.sim})")
 
 
 def cmd_fleet(args: argparse.Namespace) -> None:
@@ -631,10 +828,14 @@ def cmd_fleet(args: argparse.Namespace) -> None:
                 chaos=_chaos(args),
             )
         )
-    threads = [
-        threading.Thread(target=a.run, kwargs={"duration": args.duration}, daemon=True)
-        for a in agents
-    ]
+
+    def run_one(agent: Agent) -> None:
+        try:
+            agent.run(duration=args.duration)
+        except AgentError as exc:
+            log.error("%s", exc)
+
+    threads = [threading.Thread(target=run_one, args=(a,), daemon=True) for a in agents]
 
     def stop_all(*_: Any) -> None:
         for agent in agents:
@@ -663,6 +864,15 @@ def main(argv: list[str] | None = None) -> None:
     pair.add_argument("--email")
     pair.add_argument("--password")
 
+    incoming = commands.add_parser(
+        "simulate-incoming",
+        help="upload an SMS as if this device had received it (for trying the product)",
+    )
+    incoming.add_argument("--from", dest="phone", required=True, help="sender, e.g. +15551234567")
+    incoming.add_argument("--text", required=True, help="the SMS text")
+    incoming.add_argument("--sim", type=int, default=0, help="SIM slot it arrived on")
+    incoming.add_argument("--server", help="default: the one paired with")
+
     run = commands.add_parser("run", help="send the device's SMS")
     run.add_argument("--server", help="default: the one paired with")
     fleet = commands.add_parser("fleet", help="run N simulated devices")
@@ -687,7 +897,11 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--port", default="/dev/ttyUSB0", help="modem serial port")
         sub.add_argument("--baud", type=int, default=115200)
         sub.add_argument("--wait", type=int, default=25, help="long-poll seconds (0: plain polls)")
-        sub.add_argument("--loops", type=int, help="stop after this many polls")
+        sub.add_argument(
+            "--loops",
+            type=int,
+            help="stop after this many polls (also those between paced sends)",
+        )
         sub.add_argument("--duration", type=float, help="stop after this many seconds")
         sub.add_argument("--sim-delay", type=float, default=0.0, help="simulated send time")
         sub.add_argument("--sim-failure-rate", type=float, default=0.0)
@@ -702,11 +916,32 @@ def main(argv: list[str] | None = None) -> None:
             sub.add_argument(f"--chaos-{name}", type=float, default=0.0, help=argparse.SUPPRESS)
 
     args = parser.parse_args(argv)
+    if args.command == "pair" and not (args.code or (args.email and args.password)):
+        pair.error("give --code, or --email and --password")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    {"pair": cmd_pair, "run": cmd_run, "fleet": cmd_fleet}[args.command](args)
+    command = {
+        "pair": cmd_pair,
+        "run": cmd_run,
+        "fleet": cmd_fleet,
+        "simulate-incoming": cmd_simulate_incoming,
+    }[args.command]
+    # Expected failures are one plain line, not a traceback: the user can act on it.
+    try:
+        command(args)
+    except ApiError as exc:
+        _fail(explain(exc))
+    except (AgentError, Unreachable) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _fail(message: str) -> None:
+    print(f"sms_agent: error: {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 if __name__ == "__main__":
