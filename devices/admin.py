@@ -15,6 +15,7 @@ from devices import queries, services
 from devices.models import Device, PairingCode, SimSlot
 from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
 from gateway.clients import public_url
+from gateway.models import Account
 
 
 class SimSlotInline(ScopedInline):
@@ -40,6 +41,7 @@ class DeviceAdmin(AccountScopedAdmin):
         "enabled",
     )
     list_filter = ("enabled", "protocol")
+    actions = ["resync_app"]
     search_fields = ("title", "imei", "serial_number", "number")
     inlines = [SimSlotInline]
     fieldsets = (
@@ -106,6 +108,14 @@ class DeviceAdmin(AccountScopedAdmin):
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
         # A device is added by pairing a phone: show a pairing code, its QR code and command.
         return PairingCodeAdmin(PairingCode, self.admin_site).add_view(request)
+
+    @admin.action(description="SMSGate app: fetch settings and webhooks again")
+    def resync_app(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
+        told = 0
+        for account_id in set(queryset.values_list("account_id", flat=True)):
+            ids = list(queryset.filter(account_id=account_id).values_list("pk", flat=True))
+            told += services.request_app_sync(Account.objects.get(pk=account_id), ids)
+        self.message_user(request, f"{told} phone(s) asked to fetch their settings again.")
 
     @admin.display(description="Online")
     def online_badge(self, device: Device) -> str:

@@ -283,6 +283,25 @@ def app_synced(device: Device) -> bool:
     return bool(Device.objects.filter(pk=device.pk, needs_sync=True).update(needs_sync=False))
 
 
+def request_app_sync(account: Account, device_ids: list[int]) -> int:
+    """Ask the account's SMSGate phones among ``device_ids`` to fetch their settings and
+    webhooks again (after PUBLIC_URL or SMSGATE_PING_SECONDS changed): their open streams
+    are told now, the others on their next stream. Returns how many."""
+    ids = list(
+        Device.objects.for_account(account)
+        .filter(pk__in=device_ids, protocol=Device.Protocol.SMSGATE)
+        .values_list("pk", flat=True)
+    )
+    Device.objects.filter(pk__in=ids).update(needs_sync=True)
+
+    def tell() -> None:
+        wake.signal(ids, wake.SETTINGS)
+        wake.signal(ids, wake.WEBHOOKS)
+
+    transaction.on_commit(tell)
+    return len(ids)
+
+
 def record_health(device: Device, checks: dict[str, Any], status: str) -> None:
     """A phone's health report (SMSGate: system:ping) for the operator: battery and
     charging into their own fields, the whole report into ``health``."""

@@ -163,7 +163,7 @@ def test_the_project_modules_import_each_other_without_cycles():
     assert cycles(import_graph()) == []
 
 
-INTERFACE = re.compile(r"(^|\.)(api|admin|admin_\w+|tasks|views|urls|management)(\.|$)")
+INTERFACE = re.compile(r"(^|\.)(api|admin|admin_\w+|tasks|views|urls|management|asgi)(\.|$)")
 
 
 def test_services_and_models_never_import_an_interface():

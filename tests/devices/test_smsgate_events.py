@@ -273,3 +273,17 @@ def test_a_long_poll_with_nothing_answers_empty_after_its_wait(server, paired):
     assert status == 200 and body["messages"] == [] and time.monotonic() - started >= 2
     status, body = server.request("POST", "/api/device/v1/poll", {"wait": 2}, auth="Bearer dev_x")
     assert status == 401
+
+
+def test_the_operator_can_ask_phones_to_fetch_their_settings_again(server, phone):
+    from devices import services
+    from devices.models import Device
+
+    stream = Stream(server, phone["token"])
+    stream.next_event("WebhooksUpdated")  # the first stream after registration
+    _listening(stream)
+    device = Device.objects.get(pk=int(phone["id"]))
+    assert services.request_app_sync(device.account, [device.pk]) == 1
+    assert stream.next_event("SettingsUpdated")[0] == "SettingsUpdated"
+    assert stream.next_event("WebhooksUpdated")[0] == "WebhooksUpdated"
+    stream.close()
