@@ -69,6 +69,7 @@ class DeviceAdmin(AccountScopedAdmin):
                     "battery_percent",
                     "charging",
                     "signal_dbm",
+                    "health_report",
                     "last_seen_at",
                     "paired_at",
                 )
@@ -86,6 +87,7 @@ class DeviceAdmin(AccountScopedAdmin):
         "battery_percent",
         "charging",
         "signal_dbm",
+        "health_report",
         "last_seen_at",
         "paired_at",
     )
@@ -116,6 +118,29 @@ class DeviceAdmin(AccountScopedAdmin):
             ids = list(queryset.filter(account_id=account_id).values_list("pk", flat=True))
             told += services.request_app_sync(Account.objects.get(pk=account_id), ids)
         self.message_user(request, f"{told} phone(s) asked to fetch their settings again.")
+
+    @admin.display(description="Health (the phone's last report)")
+    def health_report(self, device: Device) -> str:
+        report = device.health or {}
+        checks = report.get("checks") or {}
+        if not isinstance(checks, dict) or not checks:
+            return "-"
+        rows = (
+            (
+                name,
+                check.get("status", ""),
+                check.get("observedValue", ""),
+                check.get("observedUnit", ""),
+            )
+            for name, check in sorted(checks.items())
+            if isinstance(check, dict)
+        )
+        return format_html(
+            "{} at {}<br>{}",
+            report.get("status", "?"),
+            str(report.get("at", ""))[:19],
+            format_html_join(format_html("<br>"), "{}: {} ({} {})", rows),
+        )
 
     @admin.display(description="Online")
     def online_badge(self, device: Device) -> str:

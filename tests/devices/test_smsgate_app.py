@@ -535,3 +535,14 @@ def test_the_add_device_page_warns_about_urls_a_phone_cannot_use(client, make_us
     settings.PUBLIC_URL = "http://192.168.1.10:8000"
     page = client.get("/admin/devices/device/add/").content.decode()
     assert "only over HTTPS" in page
+
+
+def test_the_admin_shows_the_phones_health_report(app, client, make_user):
+    health = {"health": {"status": "warn", "checks": {
+        "battery:level": {"status": "warn", "observedValue": 9, "observedUnit": "percent"},
+        "connection:status": {"status": "pass", "observedValue": 1, "observedUnit": "boolean"}}}}  # fmt: skip
+    signed(app, "system:ping", health, event_id="h1")
+    make_user("op@example.com", is_staff=True, is_superuser=True)
+    client.login(email="op@example.com", password="correct horse battery")
+    page = client.get(f"/admin/devices/device/{app.id}/change/").content.decode()
+    assert "battery:level: warn (9 percent)" in page and "connection:status: pass" in page
