@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -151,8 +152,8 @@ def _pair(account: Account, details: DeviceDetails) -> tuple[Device, str]:
     return device, token
 
 
-def pair_with_code(code: str, details: DeviceDetails) -> tuple[Device, str]:
-    """Trade a pairing code for a device and its token. The code works once."""
+def _with_code(code: str, register: Callable[[Account], tuple[Device, str]]) -> tuple[Device, str]:
+    """Register a phone for the account of a pairing code; the code works once."""
     digest = hash_token(_normalize_code(code))
     now = timezone.now()
     with transaction.atomic():
@@ -164,11 +165,16 @@ def pair_with_code(code: str, details: DeviceDetails) -> tuple[Device, str]:
         )
         if pairing is None:
             raise PairingRefused()
-        device, token = _pair(pairing.account, details)
+        device, token = register(pairing.account)
         pairing.used_at = now
         pairing.device = device
         pairing.save(update_fields=["used_at", "device"])
     return device, token
+
+
+def pair_with_code(code: str, details: DeviceDetails) -> tuple[Device, str]:
+    """Trade a pairing code for a device and its token. The code works once."""
+    return _with_code(code, lambda account: _pair(account, details))
 
 
 def pair_with_login(account: Account, details: DeviceDetails) -> tuple[Device, str]:
@@ -260,22 +266,7 @@ def register_app(account: Account, name: str, sims: tuple[SimInfo, ...]) -> tupl
 
 def register_app_with_code(code: str, name: str, sims: tuple[SimInfo, ...]) -> tuple[Device, str]:
     """register_app for the account of a pairing code; the code works once."""
-    digest = hash_token(_normalize_code(code))
-    now = timezone.now()
-    with transaction.atomic():
-        pairing = (
-            PairingCode.objects.select_for_update()
-            .select_related("account")
-            .filter(code_hash=digest, used_at__isnull=True, expires_at__gt=now)
-            .first()
-        )
-        if pairing is None:
-            raise PairingRefused()
-        device, token = register_app(pairing.account, name, sims)
-        pairing.used_at = now
-        pairing.device = device
-        pairing.save(update_fields=["used_at", "device"])
-    return device, token
+    return _with_code(code, lambda account: register_app(account, name, sims))
 
 
 def app_synced(device: Device) -> bool:

@@ -174,3 +174,12 @@ def _mark_and_prune() -> None:
 
 
 hub = Hub()
+
+
+def bearer_token(scope: dict[str, Any]) -> str:
+    """The ``Authorization: Bearer`` token of an ASGI request, or ""."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""

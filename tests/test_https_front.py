@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 from devices.models import Device
 from gateway.services import enrollment_token
-from tests.devices.test_smsgate_events import ROOT, Server, _free_port, _queue
+from tests.devices.test_smsgate_events import ROOT, Server, _free_port, _queue, stop_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -69,13 +68,7 @@ class Caddy:
         return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=context)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import orjson
 
 from devices import handoff, services
 from devices.api.views import MAX_DEVICE_BODY_BYTES
-from devices.streams import hub, run
+from devices.streams import bearer_token, hub, run
 
 Scope = dict[str, Any]
 App = Any
@@ -79,14 +79,6 @@ def _has_messages(messages: list[dict[str, Any]]) -> bool:
         return True
 
 
-def _token(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
-    return ""
-
-
 async def app(scope: Scope, receive: Any, send: Any, django: App) -> None:
     body = await _body(receive)
     payload: Any = None
@@ -94,7 +86,7 @@ async def app(scope: Scope, receive: Any, send: Any, django: App) -> None:
         with contextlib.suppress(orjson.JSONDecodeError):
             payload = orjson.loads(body)
     wait = payload.get("wait") if isinstance(payload, dict) else None
-    token = _token(scope)
+    token = bearer_token(scope)
     device = None
     if isinstance(wait, int) and not isinstance(wait, bool) and 0 < wait <= 3600 and token:
         device = await run(services.authenticate_device, token)

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from devices import handoff, services, wake
 from devices.models import Device
-from devices.streams import hub, run
+from devices.streams import bearer_token, hub, run
 
 # While work waits that a fetch did not take (the phone's batch is full, say), remind the
 # phone at most this often.
@@ -55,14 +55,6 @@ async def _refuse(send: Any, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": orjson.dumps({"message": message})})
 
 
-def _token(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
-    return ""
-
-
 def _authenticate(token: str) -> Device | None:
     return services.authenticate_device(token, Device.Protocol.SMSGATE) if token else None
 
@@ -83,7 +75,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
     if scope["method"] != "GET":
         await _refuse(send, 405, "Use GET")
         return
-    token = _token(scope)
+    token = bearer_token(scope)
     phone = await run(_authenticate, token)
     if phone is None:
         await _refuse(send, 401, "Device token is unknown or was revoked: register again")

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
 from django.utils import timezone
 
 from devices import wake
 from gateway.services import enrollment_token
 from messaging import services as messaging
 from messaging.models import Message, served_id
+from tests.test_background_integration import _database_url, _free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -35,19 +35,15 @@ ROOT = Path(__file__).resolve().parents[2]
 WAIT = 20.0  # generous: a busy machine is slow, never wrong
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "postgresql":
-        user = db["USER"] or "postgres"
-        host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
-        return f"postgres://{user}@{host}:{port}/{db['NAME']}"
-    return f"sqlite:///{db['NAME']}"
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """End a server started in its own process group: TERM, then KILL after 10 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 class Server:
@@ -85,13 +81,7 @@ class Server:
         raise AssertionError(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
 
     def request(self, method: str, path: str, body: Any = None, auth: str = "") -> tuple[int, Any]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
