@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from contacts.models import Newsletter
 from devices import queries, wake
-from devices.models import Device
+from devices.models import Device, PhoneWebhookReceipt
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone, split_recipients
 from messaging import lifecycle, webhooks
@@ -536,6 +536,8 @@ def prune_history(*, limit: int = 10_000) -> int:
     Messages are kept. Bounded per run; idempotent. Returns how many rows went.
     """
     IdempotencyKey.objects.filter(created_at__lt=timezone.now() - IdempotencyKey.KEEP).delete()
+    # A phone retries a webhook for about 45 h (the SMSGate app): its receipts are kept 3 days.
+    PhoneWebhookReceipt.objects.filter(received_at__lt=timezone.now() - timedelta(days=3)).delete()
     if not settings.HISTORY_RETENTION_DAYS:
         return 0
     cutoff = timezone.now() - timedelta(days=settings.HISTORY_RETENTION_DAYS)

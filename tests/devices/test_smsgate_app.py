@@ -546,3 +546,15 @@ def test_the_admin_shows_the_phones_health_report(app, client, make_user):
     client.login(email="op@example.com", password="correct horse battery")
     page = client.get(f"/admin/devices/device/{app.id}/change/").content.decode()
     assert "battery:level: warn (9 percent)" in page and "connection:status: pass" in page
+
+
+def test_webhook_receipts_are_pruned_after_the_phones_retries_end(app):
+    from devices.models import PhoneWebhookReceipt
+
+    signed(app, "sms:received", RECEIVED, event_id="old")
+    signed(app, "sms:received", {**RECEIVED, "messageId": "b2"}, event_id="new")
+    PhoneWebhookReceipt.objects.filter(event_id="old").update(
+        received_at=timezone.now() - timedelta(days=4)
+    )
+    messaging.prune_history()
+    assert list(PhoneWebhookReceipt.objects.values_list("event_id", flat=True)) == ["new"]
