@@ -348,6 +348,11 @@ def report(device: Device, outcomes: list[Outcome]) -> list[ReportResult]:
     ]
 
 
+def record(device: Device, outcomes: list[Outcome]) -> list[str]:
+    """report() for a protocol that needs no answer per item (the SMSGate app)."""
+    return lifecycle.record_outcomes(device, outcomes)
+
+
 def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
     """Store SMS the phone received as INCOMING; the phone's own id makes it idempotent.
 

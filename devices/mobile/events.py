@@ -114,9 +114,15 @@ async def _stream(
         await emit(_event("SettingsUpdated"))
         await emit(_event("WebhooksUpdated"))
 
-    async def offer_at() -> float | None:
+    async def offer_at(just_told: bool = False) -> float | None:
+        """When to tell the phone of work next. ``just_told``: what is due now was just
+        announced, so "due now" means "remind later", not "tell again at once"."""
         seconds = await run(handoff.next_offer_in, phone)
-        return None if seconds is None else time.monotonic() + seconds
+        if seconds is None:
+            return None
+        if just_told and seconds <= 0:
+            seconds = REMIND_SECONDS
+        return time.monotonic() + seconds
 
     offer = await offer_at()
     checked = time.monotonic()
@@ -139,14 +145,12 @@ async def _stream(
             elif kind in _BY_SIGNAL:
                 await emit(_event(_BY_SIGNAL[kind]))
             if kind == wake.ENQUEUED:
-                offer = await offer_at()
+                offer = await offer_at(just_told=True)
             continue
         waiting.cancel()
         if offer is not None and time.monotonic() >= offer:
             await emit(_event("MessageEnqueued"))
-            offer = await offer_at()
-            if offer is not None:
-                offer = max(offer, time.monotonic() + REMIND_SECONDS)
+            offer = await offer_at(just_told=True)
         else:
             await emit(b": keepalive\n\n")
         if time.monotonic() - checked >= CHECK_SECONDS:

@@ -6,11 +6,11 @@ from django.urls import re_path
 from devices.mobile import views
 
 urlpatterns = [
-    re_path(r"^/?device$", views.device, name="mobile-device"),
-    re_path(r"^/?message$", views.message, name="mobile-message"),
-    re_path(r"^/?webhooks$", views.webhooks, name="mobile-webhooks"),
-    re_path(r"^/?settings$", views.settings_view, name="mobile-settings"),
-    re_path(r"^/?user/code$", views.user_code, name="mobile-user-code"),
-    re_path(r"^/?user/password$", views.user_password, name="mobile-user-password"),
-    re_path(r"^/?hook$", views.hook, name="mobile-hook"),
+    re_path(r"^(?:/)?device$", views.device, name="mobile-device"),
+    re_path(r"^(?:/)?message$", views.message, name="mobile-message"),
+    re_path(r"^(?:/)?webhooks$", views.webhooks, name="mobile-webhooks"),
+    re_path(r"^(?:/)?settings$", views.settings_view, name="mobile-settings"),
+    re_path(r"^(?:/)?user/code$", views.user_code, name="mobile-user-code"),
+    re_path(r"^(?:/)?user/password$", views.user_password, name="mobile-user-password"),
+    re_path(r"^(?:/)?hook$", views.hook, name="mobile-hook"),
 ]

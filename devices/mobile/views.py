@@ -261,10 +261,12 @@ def _apply_states(phone: Device, reports: list[tuple[str, str, str | None, str]]
                 messaging.cancel(owner.account, [row.id], source=f"device {owner.pk}")
             handoff.acknowledge_cancel(owner, [row.id])
             continue
-        if row.status != Status.CANCELLED:
+        # An outcome from a lease is legal whether or not it was confirmed: only a message
+        # that went back to waiting needs taking back first.
+        if row.status == Status.NEW or (outcome is None and row.status == Status.TAKEN):
             handoff.confirm_held(owner, [row.id])
         if outcome is not None:
-            handoff.report(owner, [Outcome(row.id, outcome, error if outcome in _FAILS else "")])
+            handoff.record(owner, [Outcome(row.id, outcome, error if outcome in _FAILS else "")])
 
 
 _FAILS = frozenset({Status.GENERIC_FAILURE})

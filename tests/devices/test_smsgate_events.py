@@ -277,3 +277,16 @@ def test_the_operator_can_ask_phones_to_fetch_their_settings_again(server, phone
     assert stream.next_event("SettingsUpdated")[0] == "SettingsUpdated"
     assert stream.next_event("WebhooksUpdated")[0] == "WebhooksUpdated"
     stream.close()
+
+
+def test_one_new_message_is_announced_once(server, phone):
+    stream = Stream(server, phone["token"])
+    _listening(stream)
+    # What the registration itself signalled may still come: let it pass.
+    with pytest.raises(AssertionError):
+        stream.next_event("none", timeout=2)
+    _queue(int(phone["id"]))
+    stream.next_event("MessageEnqueued")
+    with pytest.raises(AssertionError):  # a reminder comes only after REMIND_SECONDS
+        stream.next_event("MessageEnqueued", timeout=5)
+    stream.close()
