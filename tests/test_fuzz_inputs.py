@@ -1,7 +1,7 @@
 """Hostile input never reaches a 500, and never plants a row that breaks a listing.
 
-Against the compatibility API, the REST API and the device protocol, through the Django test
-client. Two nets over the same probes:
+Against the compatibility API, the REST API, the device protocol and the SMSGate app's
+protocol, through the Django test client. Two nets over the same probes:
 
 - a sweep puts every value of a list of known-hostile ones (NUL characters, lone
   surrogates, huge text, integers past 64 bits, booleans and floats for integers, deep JSON,
@@ -19,6 +19,8 @@ everywhere, the admin included.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import uuid
@@ -34,10 +36,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contacts.models import Newsletter, Tag
+from devices import services as devices
 from gateway import inputs
 from gateway import services as accounts
 from messaging.encoding import segment_count
-from messaging.models import Message
+from messaging.models import Message, served_id
+from messaging.services import OutgoingSms, submit
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 FUZZ = settings(
@@ -133,6 +137,12 @@ class Faces:
         self.phone = Client(
             HTTP_AUTHORIZATION=f"Bearer {device_token}", raise_request_exception=False
         )
+        # A phone of the SMSGate app, with one message served to it.
+        self.app_device, app_token = devices.register_app(self.account, "fuzz/app", ())
+        self.app = Client(HTTP_AUTHORIZATION=f"Bearer {app_token}", raise_request_exception=False)
+        (served,) = submit(self.account, [OutgoingSms(self.app_device.pk, PHONE, "to the app")])
+        self.served = Message.objects.get(pk=served)
+        self.enroll = accounts.enrollment_token(self.account)
 
     # Each call asserts the API's promise for bad input: a clear answer, never a 5xx.
 
@@ -175,6 +185,16 @@ class Faces:
         assert response.status_code < 500, (name, payload, response.content[:300])
         return response
 
+    def app_call(self, method: str, path: str, payload: Any, **headers: str) -> Any:
+        body = payload if isinstance(payload, str) else json.dumps(payload)
+        response = self.app.generic(
+            method, f"/api/mobile/v1/{path}", body, content_type="application/json", headers=headers
+        )
+        assert response.status_code < 500, (method, path, payload, response.content[:300])
+        if response.content:
+            assert response["Content-Type"] == "application/json", response.content[:100]
+        return response
+
     def assert_listings_read_everything(self) -> None:
         """Every stored row of the account reads back through every listing."""
         stored = set(Message.objects.filter(account=self.account).values_list("id", flat=True))
@@ -198,6 +218,7 @@ class Faces:
         for listing in ("newsletters", "contacts", "tags", "devices"):
             assert self.api("get", listing, {}).status_code == 200
         assert self.device_call("poll", {"wait": 0}).status_code == 200
+        assert self.app_call("GET", "message", "").status_code == 200
 
 
 @pytest.fixture
@@ -310,6 +331,39 @@ def probe_pair(faces: Faces, overrides: dict[str, Any]) -> bool:
     return False
 
 
+def probe_app_device(faces: Faces, overrides: dict[str, Any]) -> bool:
+    sims = {k: v for k, v in overrides.items() if k in ("slotIndex", "simNumber", "iccid")}
+    body = {"name": "fuzz/phone", "simCards": [{"slotIndex": 0, **sims}], **overrides}
+    faces.app_call("POST", "device", body, Authorization=f"Bearer {faces.enroll}")
+    faces.app_call("PATCH", "device", {"id": str(faces.app_device.pk), **overrides})
+    return False
+
+
+def probe_app_states(faces: Faces, overrides: dict[str, Any]) -> bool:
+    item = {"id": served_id(faces.served.pk, faces.served.created_at), "state": "Sent",
+            "recipients": [{"phoneNumber": PHONE, "state": "Sent"}], **overrides}  # fmt: skip
+    faces.app_call("GET", "message", "")
+    faces.app_call("PATCH", "message", [item])
+    return True
+
+
+def probe_app_hook(faces: Faces, overrides: dict[str, Any]) -> bool:
+    event = overrides.pop("event", "sms:received")
+    payload = {"message": "hi", "receivedAt": "2025-03-01T17:04:05.123+05:30",
+               "messageId": uuid.uuid4().hex[:8], "sender": PHONE, "simNumber": 1, **overrides}  # fmt: skip
+    envelope = {"id": uuid.uuid4().hex, "event": event, "deviceId": str(faces.app_device.pk),
+                "payload": payload}  # fmt: skip
+    body = json.dumps(envelope)
+    stamp = str(int(timezone.now().timestamp()))
+    signature = hmac.new(
+        faces.app_device.webhook_key.encode(), (body + stamp).encode(), hashlib.sha256
+    ).hexdigest()
+    response = faces.app_call(
+        "POST", "hook", body, **{"X-Timestamp": stamp, "X-Signature": signature}
+    )
+    return response.status_code == 200
+
+
 MESSAGE_FIELDS = ["sendto", "body", "device_id", "sim", "timetosend", "customerid", "urgent"]
 PROBES = {
     "addsms": (probe_addsms, [*MESSAGE_FIELDS, "timezone", "token"]),
@@ -373,6 +427,25 @@ PROBES = {
         ["ids", "lease", "id", "status", "parts", "error"],
     ),
     "device pair": (probe_pair, ["code", "email", "password", "device", "title", "sims"]),
+    "app device": (
+        probe_app_device,
+        ["name", "simCards", "id", "slotIndex", "simNumber", "iccid", "pushToken"],
+    ),
+    "app states": (probe_app_states, ["id", "state", "recipients", "states"]),
+    "app hook": (
+        probe_app_hook,
+        [
+            "event",
+            "message",
+            "receivedAt",
+            "messageId",
+            "sender",
+            "simNumber",
+            "health",
+            "simCards",
+            "reason",
+        ],
+    ),
 }
 
 

@@ -31,6 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from devices import handoff, queries, services
 from devices.mobile import wire
 from devices.models import Device
+from gateway import inputs
 from gateway import services as accounts
 from gateway.clients import client_address, public_url
 from gateway.models import Account, User
@@ -69,8 +70,10 @@ def _body(request: HttpRequest) -> Any:
     if not length.isdigit() or int(length) > MAX_BODY_BYTES:
         raise _Refused(413, f"Request body is larger than {MAX_BODY_BYTES // 1024} KB")
     try:
-        return orjson.loads(request.body or b"null")
-    except orjson.JSONDecodeError:
+        return inputs.load_json(request.body.decode() or "null", allow_nan=False)
+    except inputs.InvalidInput:
+        raise
+    except ValueError:  # malformed JSON, or not UTF-8
         raise _Refused(400, "Request body is not JSON") from None
 
 
@@ -116,7 +119,7 @@ def _protocol(handler: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
             return handler(request)
         except _Refused as refused:
             return refused.response
-        except wire.WireError as exc:
+        except (wire.WireError, inputs.InvalidInput) as exc:
             return _error(400, str(exc))
 
     view.__name__ = handler.__name__
@@ -149,7 +152,7 @@ def _register(request: HttpRequest) -> HttpResponse:
     if not isinstance(data, dict):
         raise wire.WireError("Send the device as a JSON object")
     name = data.get("name")
-    name = name.strip()[:150] if isinstance(name, str) else ""
+    name = inputs.check_text(name.strip()[:150], "name") if isinstance(name, str) else ""
     sims = wire.sims(data.get("simCards"))
     scheme, value = _credentials(request)
     account: Account
@@ -386,19 +389,23 @@ def hook(request: HttpRequest) -> HttpResponse:
 def _apply_hook(phone: Device, event: str, payload: dict[str, Any]) -> None:
     if event == "sms:received":
         sender, text = payload.get("sender") or payload.get("phoneNumber"), payload.get("message")
-        if not isinstance(sender, str) or not isinstance(text, str):
+        if not isinstance(sender, str) or not isinstance(text, str) or not sender.strip():
             raise wire.WireError("sms:received needs sender and message")
+        inputs.check_text(sender, "sender")
+        inputs.check_text(text, "message")
         sim = payload.get("simNumber")
         external = payload.get("messageId")
         handoff.receive(
             phone,
             [
                 IncomingSms(
-                    external_id=(external if isinstance(external, str) else "")[:64],
+                    external_id=inputs.check_text(
+                        external if isinstance(external, str) else "", "messageId"
+                    )[:64],
                     sender=sender[:64],
                     body=text[:10_000],
                     sim=sim - 1 if isinstance(sim, int) and 1 <= sim <= wire.MAX_SIMS else 0,
-                    received_at=wire.parse_date(payload.get("receivedAt")),
+                    received_at=wire.stored_date(payload.get("receivedAt")),
                 )
             ],
         )
@@ -406,18 +413,17 @@ def _apply_hook(phone: Device, event: str, payload: dict[str, Any]) -> None:
         state = {"sms:sent": wire.SENT, "sms:delivered": wire.DELIVERED}.get(event, wire.FAILED)
         served = payload.get("messageId")
         reason = payload.get("reason")
+        error = inputs.check_text(reason[:500], "reason") if isinstance(reason, str) else ""
         if isinstance(served, str):
-            _apply_states(
-                phone, [(served, state, state, reason if isinstance(reason, str) else "")]
-            )
+            _apply_states(phone, [(served, state, state, error)])
     elif event == "system:ping":
         health = payload.get("health")
         if isinstance(health, dict):
-            checks = health.get("checks")
+            status = health.get("status")
             services.record_health(
                 phone,
-                checks if isinstance(checks, dict) else {},
-                str(health.get("status", ""))[:8],
+                wire.health_checks(health.get("checks")),
+                inputs.check_text(status[:8], "status") if isinstance(status, str) else "",
             )
     elif event == "app:started":
         services.replace_sims(phone, wire.sims(payload.get("simCards")))

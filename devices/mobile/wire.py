@@ -13,6 +13,7 @@ from typing import Any
 
 from devices.handoff import Lease
 from devices.services import SimInfo
+from gateway import inputs
 from messaging.models import Status
 
 # The app's processing states (message and recipient).
@@ -62,6 +63,37 @@ def parse_date(value: object) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+def stored_date(value: object) -> datetime | None:
+    """parse_date, None also for a date no column can hold."""
+    parsed = parse_date(value)
+    if parsed is None:
+        return None
+    try:
+        return inputs.stored_time(parsed, "date")
+    except inputs.InvalidInput:
+        return None
+
+
+def health_checks(value: object) -> dict[str, dict[str, Any]]:
+    """The checks of a ``system:ping``, as much as the operator is shown: at most 20, each
+    its status, observed value and unit, and description, bounded."""
+    if not isinstance(value, dict):
+        return {}
+    checks: dict[str, dict[str, Any]] = {}
+    for name, check in list(value.items())[:20]:
+        if not isinstance(name, str) or not isinstance(check, dict):
+            continue
+        kept: dict[str, Any] = {}
+        for key, limit in (("status", 8), ("observedUnit", 20), ("description", 200)):
+            if isinstance(check.get(key), str):
+                kept[key] = inputs.check_text(check[key][:limit], key)
+        observed = check.get("observedValue")
+        if isinstance(observed, bool | int | float) and abs(observed) < 10**15:
+            kept["observedValue"] = observed
+        checks[inputs.check_text(name[:50], "checks")] = kept
+    return checks
+
+
 def element(lease: Lease, *, state: str, sim_known: bool, now: datetime) -> dict[str, Any]:
     """One message of GET /message: every field valid for the app, or the app would drop
     the whole list (spec §7)."""
@@ -89,7 +121,7 @@ def _text(item: dict[str, Any], key: str, limit: int) -> str:
         return ""
     if not isinstance(value, str):
         raise WireError(f"simCards[].{key} must be a string")
-    return value[:limit]
+    return inputs.check_text(value[:limit], f"simCards[].{key}")
 
 
 def sims(value: object) -> tuple[SimInfo, ...]:
@@ -136,5 +168,5 @@ def state_report(item: object) -> tuple[str, str, str | None, str]:
         candidate = recipients[0].get("state")
         recipient_state = candidate if isinstance(candidate, str) else None
         raw_error = recipients[0].get("error")
-        error = raw_error[:500] if isinstance(raw_error, str) else ""
+        error = inputs.check_text(raw_error[:500], "error") if isinstance(raw_error, str) else ""
     return served, state, recipient_state, error
