@@ -299,20 +299,26 @@ class Gunicorn:
         return "\n".join(text[-lines:])
 
     def stop(self) -> None:
-        import signal
-        import subprocess
-
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)  # the group we started, by its id
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        stop_group(self.process)
         self.log.close()
         print(f"[cleanup] gunicorn (pid {self.process.pid}, port {self.port}) stopped")
+
+
+def stop_group(process: Any) -> None:
+    """End a server started in its own process group (by the id of the process we started):
+    TERM, then KILL after 15 s."""
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        except ProcessLookupError:
+            pass
 
 
 def child_pids(pid: int) -> list[int]:

@@ -200,15 +200,7 @@ class Uvicorn:
     def stop(self) -> None:
         if self.log.closed:
             return
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        lib.stop_group(self.process)
         self.log.close()
         print(f"[cleanup] uvicorn (pid {self.process.pid}, port {self.port}) stopped")
 

@@ -434,6 +434,7 @@ def cancelling(device: Device, now: datetime | None = None) -> list[Lease]:
     """Cancelled messages this device was served and has not answered about: the phone is
     told (again, on every fetch) until it does, or until it can no longer send them."""
     now = now or timezone.now()
+    # Sent before this, a message is past its valid_until (and margin): the phone refuses it.
     oldest = now - (valid_until(now) - now) - FENCE_MARGIN
     rows = (
         Message.objects.filter(

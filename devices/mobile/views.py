@@ -77,6 +77,14 @@ def _body(request: HttpRequest) -> Any:
         raise _Refused(400, "Request body is not JSON") from None
 
 
+def _object(request: HttpRequest, what: str) -> dict[str, Any]:
+    """The request body, which must be a JSON object (``what`` names it in the error)."""
+    data = _body(request)
+    if not isinstance(data, dict):
+        raise wire.WireError(f"Send {what} as a JSON object")
+    return data
+
+
 def _credentials(request: HttpRequest) -> tuple[str, str]:
     scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     return scheme.lower(), value.strip()
@@ -148,9 +156,7 @@ def device(request: HttpRequest) -> HttpResponse:
 
 
 def _register(request: HttpRequest) -> HttpResponse:
-    data = _body(request)
-    if not isinstance(data, dict):
-        raise wire.WireError("Send the device as a JSON object")
+    data = _object(request, "the device")
     name = data.get("name")
     name = inputs.check_text(name.strip()[:150], "name") if isinstance(name, str) else ""
     sims = wire.sims(data.get("simCards"))
@@ -191,9 +197,7 @@ def _register(request: HttpRequest) -> HttpResponse:
 
 def _refresh(request: HttpRequest) -> HttpResponse:
     phone = _phone(request)
-    data = _body(request)
-    if not isinstance(data, dict):
-        raise wire.WireError("Send the device as a JSON object")
+    data = _object(request, "the device")
     if "id" in data and str(data["id"]) != str(phone.pk):
         raise _Refused(403, "The id is not this token's device")
     services.replace_sims(phone, wire.sims(data.get("simCards")))
@@ -269,10 +273,8 @@ def _apply_states(phone: Device, reports: list[tuple[str, str, str | None, str]]
         if row.status == Status.NEW or (outcome is None and row.status == Status.TAKEN):
             handoff.confirm_held(owner, [row.id])
         if outcome is not None:
-            handoff.record(owner, [Outcome(row.id, outcome, error if outcome in _FAILS else "")])
-
-
-_FAILS = frozenset({Status.GENERIC_FAILURE})
+            reason = error if outcome == Status.GENERIC_FAILURE else ""
+            handoff.record(owner, [Outcome(row.id, outcome, reason)])
 
 
 # --- /webhooks, /settings -------------------------------------------------------------------
@@ -332,9 +334,7 @@ def user_password(request: HttpRequest) -> HttpResponse:
     if request.method != "PATCH":
         return _method_not_allowed("PATCH")
     phone = _phone(request)
-    data = _body(request)
-    if not isinstance(data, dict):
-        raise wire.WireError("Send currentPassword and newPassword")
+    data = _object(request, "currentPassword and newPassword")
     current, new = data.get("currentPassword"), data.get("newPassword")
     if not isinstance(current, str) or not isinstance(new, str) or len(new) > 4096:
         raise wire.WireError("Send currentPassword and newPassword as strings")
