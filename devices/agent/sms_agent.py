@@ -72,6 +72,11 @@ class ApiError(Exception):
         return error.get("code") if isinstance(error, dict) else None
 
 
+class Stopped(BaseException):
+    """Raised by the SIGTERM handler to end a long poll at once (not an error: no handler
+    of ``Exception`` may swallow it)."""
+
+
 class Unreachable(OSError):
     """No HTTP answer from the server (refused, timed out, cut off, not HTTP)."""
 
@@ -446,6 +451,9 @@ class Agent:
         self.last_send_by_sim: dict[int, float] = {}
         self.failures = 0
         self.stopping = threading.Event()
+        # True while a long poll is in flight: a stop may then end it at once (what it
+        # would have brought stays unconfirmed on the server and is handed out again).
+        self.in_long_poll = False
         # Limits of run(): polls in all (those made while waiting between sends count too)
         # and a monotonic deadline after which no poll starts.
         self.max_polls: int | None = None
@@ -524,7 +532,11 @@ class Agent:
             payload["slots"] = self.slots
         self.polls += 1
         started = self.last_poll_at = time.monotonic()
-        answer = self.api.call("poll", payload, timeout=wait + 15)
+        self.in_long_poll = wait > 0
+        try:
+            answer = self.api.call("poll", payload, timeout=wait + 15)
+        finally:
+            self.in_long_poll = False
         if self._chaos("drop_poll"):
             log.info("chaos: dropping a poll answer")
             return True
@@ -785,9 +797,20 @@ def cmd_run(args: argparse.Namespace) -> None:
         wait=args.wait,
         chaos=_chaos(args),
     )
-    signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
+
+    def stop(*_: Any) -> None:
+        # A paced wait or a send ends at its next check; a long poll (up to --wait
+        # seconds) would delay the stop, and nothing of it is ours yet: end it now.
+        agent.stopping.set()
+        if agent.in_long_poll:
+            raise Stopped
+
+    signal.signal(signal.SIGTERM, stop)
     log.info("device %s running with the %s sender", state["device_id"], agent.sender.name)
-    agent.run(loops=args.loops, duration=args.duration)
+    try:
+        agent.run(loops=args.loops, duration=args.duration)
+    except Stopped:
+        log.info("stopped during a long poll")
 
 
 def cmd_simulate_incoming(args: argparse.Namespace) -> None:

@@ -155,6 +155,34 @@ def test_each_outcome_is_reported_as_it_happens_not_at_the_end_of_the_batch(
     assert later.status == Status.TAKEN and later.confirmed_at is not None
 
 
+def test_a_stop_ends_a_long_poll_at_once_and_cleanly(live_server, tmp_path, make_user):
+    # With Redis the server holds the poll for --wait seconds; without it the agent waits
+    # between plain polls. Either way SIGTERM ends the agent long before the hold would.
+    user = make_user("stop@example.com", "stop-password")
+    state = tmp_path / "agent"
+    device = pair(live_server, state, user)
+    process = subprocess.Popen(
+        agent_command(
+            state, "run", "--sender", "simulated", "--wait", str(handoff.MAX_WAIT_SECONDS)
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(
+            lambda: Device.objects.get(pk=device.pk).last_seen_at is not None, 60, "a first poll"
+        )
+        time.sleep(0.5)  # into the held poll
+        stopped_at = time.monotonic()
+        process.terminate()
+        _, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, errors.decode()
+    # Held to its end it would take MAX_WAIT_SECONDS (30 s); a slow machine still stops in a few.
+    assert time.monotonic() - stopped_at < handoff.MAX_WAIT_SECONDS / 2
+
+
 def test_the_simulator_injects_an_incoming_sms(live_server, tmp_path, make_user, capsys):
     user = make_user("inbox@example.com", "inbox-password")
     state = tmp_path / "agent"
