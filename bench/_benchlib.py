@@ -224,9 +224,10 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """``gunicorn gateway.wsgi`` on 127.0.0.1 in its own process group; stop() ends that
-    group only (by the id of the process we started). The control socket and the log live
-    in ``folder`` (the bench's temporary GATEWAY_VAR_DIR), so nothing is written in $HOME.
+    """``gunicorn gateway.wsgi`` (or another WSGI ``app``, e.g. a bench's minimal
+    reference) on 127.0.0.1 in its own process group; stop() ends that group only (by the
+    id of the process we started). The control socket and the log live in ``folder`` (the
+    bench's temporary GATEWAY_VAR_DIR), so nothing is written in $HOME.
     """
 
     def __init__(
@@ -237,6 +238,7 @@ class Gunicorn:
         workers: int = 2,
         threads: int = 4,
         extra: tuple[str, ...] = (),
+        app: str = "gateway.wsgi",
     ) -> None:
         import subprocess
 
@@ -244,7 +246,7 @@ class Gunicorn:
         self.log_path = Path(folder) / f"gunicorn-{self.port}.log"
         self.command = [
             str(Path(sys.executable).parent / "gunicorn"),
-            "gateway.wsgi",
+            app,
             "-c",
             "python:gateway.gunicorn_conf",
             "--workers",
@@ -299,6 +301,8 @@ class Gunicorn:
         return "\n".join(text[-lines:])
 
     def stop(self) -> None:
+        if self.log.closed:
+            return  # stopped already
         stop_group(self.process)
         self.log.close()
         print(f"[cleanup] gunicorn (pid {self.process.pid}, port {self.port}) stopped")

@@ -40,8 +40,11 @@ read line by line from the chunked body, requests on keep-alive connections).
    request latency and where the CPU went. Verifies in the database that every PATCHed
    message is status 6 (Sent) with exactly one move to 6, that no other message of these
    phones is, and that no id was PATCHed twice: for a complete drain, all 10,000 status 6,
-   each PATCHed once. Target: >= 500 msgs/s on the ASGI process, drained completely; the
-   ASGI / WSGI ratio is the "hot paths on ASGI vs WSGI" figure.
+   each PATCHed once. Target: >= 500 msgs/s, drained completely; the ASGI / WSGI ratio is
+   the "hot paths on ASGI vs WSGI" figure. Then the limit: 100 more phones drained the same
+   way through ``bench/reference_mobile.py`` (a bare WSGI app doing only the unavoidable
+   SQL of the same fetch and report on the same tables) on the same gunicorn shape, the
+   real one stopped; printed as real / reference.
 
 Run (PostgreSQL at 127.0.0.1:5432, user postgres, trust auth; Redis at 127.0.0.1:6379, db 11
 only; the database in BENCH_DATABASE_URL, default
@@ -49,7 +52,7 @@ postgres://postgres@127.0.0.1:5432/gateway_bench, is created and dropped):
 
     .venv/bin/python bench/smsgate_streams.py
 
-Bounded: ~2.5 minutes (each drain at most 45 s), 1,000 streams and 20,204 messages;
+Bounded: ~3 minutes (each drain at most 45 s), 1,000 streams and 30,204 messages;
 loopback only. Both servers are stopped (also on Ctrl-C and errors), the database dropped,
 and the Redis keys the run created in db 11 deleted. The soft RLIMIT_NOFILE is raised to
 the hard limit first (the uvicorn inherits it). Note: on a small machine the client loop,
@@ -861,22 +864,62 @@ def run(env: dict[str, str], stack: contextlib.ExitStack) -> None:
         wsgi_check,
     )
 
+    # The limit: the same drain through a bare WSGI app doing only the unavoidable SQL
+    # (bench/reference_mobile.py), on the same gunicorn shape, the real one stopped.
+    wsgi.stop()
+    reference = lib.Gunicorn(
+        {**server_env, "WEB_THREADS": str(WSGI_THREADS)},
+        env["GATEWAY_VAR_DIR"],
+        workers=WSGI_WORKERS,
+        threads=WSGI_THREADS,
+        app="reference_mobile:application",
+        extra=("--pythonpath", str(Path(__file__).resolve().parent)),
+    )
+    stack.callback(reference.stop)
+    reference.wait_ready()
+    reference_phones = drain_phones(account, "reference", seed=43)
+    connections.close_all()
+    print(f"  {total:,} more messages queued; against the minimal reference (bare SQL, gunicorn)")
+    workers = reference.worker_pids()
+    meter, before = lib.CpuMeter(workers), sum(map(lib.process_cpu_seconds, workers))
+    reference_drain = client.run(drain_run(reference.port, reference_phones), DRAIN_DEADLINE + 60)
+    reference_cpu = meter.stop()
+    reference_seconds = sum(map(lib.process_cpu_seconds, workers)) - before
+    reference_check = verify_drain(reference_phones, reference_drain)
+    report_drain(
+        f"reference (bare SQL, gunicorn {WSGI_WORKERS} x {WSGI_THREADS})",
+        reference_drain,
+        reference_cpu,
+        reference_seconds,
+        reference_check,
+    )
+    reference.stop()
+
     ratio = ratio_of(asgi_drain.rate, wsgi_drain.rate)
     asgi_steady, wsgi_steady = asgi_drain.after_first_gets()[1], wsgi_drain.after_first_gets()[1]
     drains = (asgi_drain, wsgi_drain)
     complete = all(len(d.patched) == total and not d.errors for d in drains)
     consistent = asgi_check[0] and wsgi_check[0]
     verdict(
-        f"[4] drain on ASGI {asgi_drain.rate:,.0f} msgs/s (/ 500 target "
-        f"{asgi_drain.rate / DRAIN_TARGET:.2f}), on WSGI {wsgi_drain.rate:,.0f} msgs/s "
-        f"(/ 500 target {wsgi_drain.rate / DRAIN_TARGET:.2f}); ASGI / WSGI {ratio:.2f}",
-        asgi_drain.rate >= DRAIN_TARGET and complete and consistent,
+        f"[4] drain on WSGI (the web process, where production serves it) "
+        f"{wsgi_drain.rate:,.0f} msgs/s (/ 500 target {wsgi_drain.rate / DRAIN_TARGET:.2f}), "
+        f"on ASGI {asgi_drain.rate:,.0f} msgs/s (/ 500 target "
+        f"{asgi_drain.rate / DRAIN_TARGET:.2f}); ASGI / WSGI {ratio:.2f}",
+        wsgi_drain.rate >= DRAIN_TARGET and complete and consistent,
     )
     verdict(
         f"[4] after the first GETs: ASGI {asgi_steady:,.0f}, WSGI {wsgi_steady:,.0f} "
         f"PATCHes/s (ASGI / WSGI {ratio_of(asgi_steady, wsgi_steady):.2f}); server CPU per message "
         f"ASGI {asgi_seconds * 1000 / max(len(asgi_drain.patched), 1):.1f} ms, WSGI "
         f"{wsgi_seconds * 1000 / max(len(wsgi_drain.patched), 1):.1f} ms",
+        None,
+    )
+    reference_rate = reference_drain.rate
+    verdict(
+        f"[4] limit: the bare-SQL reference drains {reference_rate:,.0f} msgs/s (server CPU "
+        f"{reference_seconds * 1000 / max(len(reference_drain.patched), 1):.1f} ms per "
+        f"message); WSGI / reference {ratio_of(wsgi_drain.rate, reference_rate):.2f}, "
+        f"ASGI / reference {ratio_of(asgi_drain.rate, reference_rate):.2f}",
         None,
     )
     verdict(
