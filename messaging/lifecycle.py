@@ -27,8 +27,8 @@ from itertools import groupby
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
-from django.db.models import Case, DateTimeField, ExpressionWrapper, F, Q, Value, When
+from django.db import connection, models, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -62,21 +62,117 @@ class MoveResult:
     rejected: list[int] = field(default_factory=list)
 
 
-def _fields_for(target: Status, now: datetime, detail: str) -> dict[str, Any]:
-    fields: dict[str, Any] = {"status": target, "status_changed_at": now}
+def _fields_for(
+    target: Status, now: datetime, detail: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The columns a move to ``target`` sets: (always, only where still NULL)."""
+    fields: dict[str, Any] = {"status": int(target), "status_changed_at": now}
+    first_time: dict[str, Any] = {}
     if target == Status.NEW:
         # Back in the queue: the next poll leases and paces it afresh.
         fields["lease_expires_at"] = None
         fields["lease_id"] = None
         fields["not_before_at"] = None
     elif target == Status.SENT:
-        fields["sent_at"] = Coalesce(F("sent_at"), now)
+        first_time["sent_at"] = now
     elif target == Status.DELIVERED:
-        fields["sent_at"] = Coalesce(F("sent_at"), now)
+        first_time["sent_at"] = now
         fields["delivered_at"] = now
     if target in FAILURES or target in (Status.NOT_DELIVERED, Status.UNKNOWN, Status.EXPIRED):
         fields["error_detail"] = detail[:500]
-    return fields
+    return fields, first_time
+
+
+# A move runs as plain SQL (the same statements the ORM would send, without building them
+# per call): it is most of what a phone's poll or report costs.
+_TABLE = Message._meta.db_table
+_HISTORY_TABLE = MessageStatusChange._meta.db_table
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _db_value(column: str, value: Any) -> Any:
+    """A Python value as the message table's ``column`` stores it on this database."""
+    field = Message._meta.get_field(column)
+    assert isinstance(field, models.Field)
+    return field.get_db_prep_value(value, connection, prepared=False)
+
+
+def _locked_rows(
+    ids: list[int], account: Account | None, device: Device | None
+) -> list[tuple[int, int, int | None, int, int | None]]:
+    """(id, status, newsletter, account, device) of the rows in scope, locked in id order."""
+    sql = (
+        f"SELECT id, status, newsletter_id, account_id, device_id FROM {_TABLE} "  # noqa: S608 - model names
+        f"WHERE id IN ({_marks(ids)})"
+    )
+    params: list[Any] = list(ids)
+    if account is not None:
+        sql += " AND account_id = %s"
+        params.append(account.pk)
+    if device is not None:
+        sql += " AND device_id = %s"
+        params.append(device.pk)
+    sql += " ORDER BY id"
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _update_rows(
+    group: list[int],
+    from_status: int,
+    fields: Mapping[str, Any],
+    first_time: Mapping[str, Any],
+    per_message: Mapping[int, Mapping[str, Any]] | None,
+) -> int:
+    """UPDATE ``group`` (still in ``from_status``): ``fields`` set, ``first_time`` set where
+    still NULL, ``per_message`` each message's own value (CASE on the id)."""
+    sets: list[str] = []
+    params: list[Any] = []
+    for column, value in fields.items():
+        sets.append(f"{column} = %s")
+        params.append(_db_value(column, value))
+    for column, value in first_time.items():
+        sets.append(f"{column} = COALESCE({column}, %s)")
+        params.append(_db_value(column, value))
+    own = per_message or {}
+    for column in sorted({c for i in group for c in own.get(i, {})}):
+        whens = [(i, own[i][column]) for i in group if column in own.get(i, {})]
+        sets.append(
+            f"{column} = CASE id {' '.join(['WHEN %s THEN %s'] * len(whens))} ELSE {column} END"
+        )
+        for message_id, value in whens:
+            params += [message_id, _db_value(column, value)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_TABLE} SET {', '.join(sets)} WHERE id IN ({_marks(group)}) AND status = %s",  # noqa: S608 - model names
+            [*params, *group, from_status],
+        )
+        return cursor.rowcount
+
+
+def _write_history(
+    group: list[int], from_status: int, target: Status, now: datetime, source: str, detail: str
+) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_HISTORY_TABLE} "  # noqa: S608 - model names
+            "(message_id, from_status, to_status, changed_at, source, detail) "
+            f"SELECT id, %s, %s, %s, %s, %s FROM {_TABLE} WHERE id IN ({_marks(group)})",
+            [
+                from_status,
+                int(target),
+                _db_value("status_changed_at", now),
+                source[:50],
+                detail[:500],
+                *group,
+            ],
+        )
 
 
 # Newsletter progress counters: how many of its messages are in each bucket right now.
@@ -102,22 +198,6 @@ def _count_for_newsletters(moves: list[tuple[int | None, Status]], target: Statu
         Newsletter.objects.filter(pk=newsletter_id).update(
             **{counter: F(counter) + change for counter, change in changes.items() if change}
         )
-
-
-def _per_message_cases(ids: list[int], per_message: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
-    """Column -> CASE id WHEN ... expression setting each message's own value."""
-    columns = {column for i in ids for column in per_message.get(i, {})}
-    cases: dict[str, Any] = {}
-    for column in columns:
-        field = Message._meta.get_field(column)
-        assert isinstance(field, models.Field)
-        whens = [
-            When(id=i, then=Value(per_message[i][column], output_field=field))
-            for i in ids
-            if column in per_message.get(i, {})
-        ]
-        cases[column] = Case(*whens, default=F(column), output_field=field)
-    return cases
 
 
 def move(
@@ -174,19 +254,21 @@ def _move(
         return result
     now = timezone.now()
     with transaction.atomic():
-        scoped = Message.objects.filter(id__in=ids)
-        if account is not None:
-            scoped = scoped.filter(account=account)
-        if device is not None:
-            scoped = scoped.filter(device=device)
-        if where is not None:
-            scoped = scoped.filter(where)
         # Locked in id order, so two concurrent moves of overlapping sets cannot deadlock.
-        locked = scoped.select_for_update().order_by("id")
-        rows = {
-            r[0]: r
-            for r in locked.values_list("id", "status", "newsletter_id", "account_id", "device_id")
-        }
+        if where is None:
+            locked_rows = _locked_rows(ids, account, device)
+        else:
+            scoped = Message.objects.filter(where, id__in=ids)
+            if account is not None:
+                scoped = scoped.filter(account=account)
+            if device is not None:
+                scoped = scoped.filter(device=device)
+            locked_rows = list(
+                scoped.select_for_update()
+                .order_by("id")
+                .values_list("id", "status", "newsletter_id", "account_id", "device_id")
+            )
+        rows = {r[0]: r for r in locked_rows}
         current = {message_id: row[1] for message_id, row in rows.items()}
         by_source: dict[int, list[int]] = defaultdict(list)
         for message_id in ids:
@@ -199,41 +281,30 @@ def _move(
                 by_source[status].append(message_id)
             else:
                 result.rejected.append(message_id)
-        fields = {**_fields_for(target, now, detail), **(extra or {})}
-        history: list[MessageStatusChange] = []
+        fields, first_time = _fields_for(target, now, detail)
+        history: list[tuple[int, int]] = []  # (message, from status)
         for from_status, group in by_source.items():
-            group_fields = dict(fields)
-            if per_message:
-                group_fields.update(_per_message_cases(group, per_message))
-            updated = Message.objects.filter(id__in=group, status=from_status).update(
-                **group_fields
+            updated = _update_rows(
+                group, from_status, {**fields, **(extra or {})}, first_time, per_message
             )
             # The rows are locked, so the compare-and-set cannot miss; if it ever did, the
             # history would lie, and that is worth failing the transaction for.
             if updated != len(group):
                 raise RuntimeError(f"status of messages {group} changed under a row lock")
+            _write_history(group, from_status, target, now, source, detail)
             result.moved.extend(group)
-            history.extend(
-                MessageStatusChange(
-                    message_id=message_id,
-                    from_status=from_status,
-                    to_status=target,
-                    changed_at=now,
-                    source=source[:50],
-                    detail=detail[:500],
-                )
-                for message_id in group
-            )
-        MessageStatusChange.objects.bulk_create(history)
+            history.extend((message_id, from_status) for message_id in group)
         # Outbox rows in this same transaction: an event exists exactly when its move does.
         webhooks.status_changed(
-            [(h.message_id, rows[h.message_id][3], rows[h.message_id][4]) for h in history], target
+            [(message_id, rows[message_id][3], rows[message_id][4]) for message_id, _ in history],
+            target,
         )
         _count_for_newsletters(
-            [(rows[h.message_id][2], Status(h.from_status)) for h in history], target
+            [(rows[message_id][2], Status(source_status)) for message_id, source_status in history],
+            target,
         )
         if target == Status.CANCELLED and history:
-            _tell_phones_of_cancels([h.message_id for h in history])
+            _tell_phones_of_cancels([message_id for message_id, _ in history])
     result.moved.sort()
     if result.moved:
         log.info("moved %d message(s) to %s (%s)", len(result.moved), target.name, source)
