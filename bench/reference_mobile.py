@@ -9,7 +9,8 @@ Per request, in SQL (psycopg, one connection per thread, no health check):
 
 - both: the device by its token hash (one SELECT);
 - GET: one UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 100) RETURNING
-  leasing the device's next waiting messages, answered as the app's JSON list;
+  leasing the device's next waiting messages and their history rows (INSERT ... SELECT: every
+  move keeps one), answered as the app's JSON list;
 - PATCH (one element, as the app sends): in one transaction, the row locked and read
   (SELECT ... FOR UPDATE), the status moved (UPDATE), its history row (INSERT), the
   account's status webhooks looked up (the outbox needs to know), COMMIT.
@@ -83,6 +84,12 @@ def _fetch(conn: psycopg.Connection[Any], device: int) -> bytes:
            RETURNING id, created_at, phone, body, sim""",
         (TAKEN, uuid.uuid4(), now + timedelta(minutes=10), now, device, NEW, now),
     ).fetchall()
+    conn.execute(
+        "INSERT INTO messaging_messagestatuschange "
+        "(message_id, from_status, to_status, changed_at, source, detail) "
+        "SELECT id, %s, %s, %s, %s, '' FROM messaging_message WHERE id = ANY(%s)",
+        (NEW, TAKEN, now, f"device {device}", [row[0] for row in rows]),
+    )
     conn.commit()
     items = [
         {
