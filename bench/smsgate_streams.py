@@ -700,6 +700,21 @@ def pg_sessions() -> int:
 # --- main -----------------------------------------------------------------------------------
 
 
+def drain_gunicorn(
+    client: ClientLoop, server: lib.Gunicorn, phones: list[Phone], label: str
+) -> tuple[Drain, float, tuple[bool, str]]:
+    """One drain against a gunicorn: (the drain, its workers' CPU seconds, the database
+    check), reported under ``label``."""
+    workers = server.worker_pids()
+    meter, before = lib.CpuMeter(workers), sum(map(lib.process_cpu_seconds, workers))
+    drain = client.run(drain_run(server.port, phones), DRAIN_DEADLINE + 60)
+    cpu = meter.stop()
+    seconds = sum(map(lib.process_cpu_seconds, workers)) - before
+    check = verify_drain(phones, drain)
+    report_drain(label, drain, cpu, seconds, check)
+    return drain, seconds, check
+
+
 def run(env: dict[str, str], stack: contextlib.ExitStack) -> None:
     from django.db import connections
 
@@ -850,18 +865,8 @@ def run(env: dict[str, str], stack: contextlib.ExitStack) -> None:
     wsgi_phones = drain_phones(account, "wsgi", seed=42)
     connections.close_all()
     print(f"  {total:,} more messages queued; against gunicorn (uvicorn stopped)")
-    workers = wsgi.worker_pids()
-    meter, before = lib.CpuMeter(workers), sum(map(lib.process_cpu_seconds, workers))
-    wsgi_drain = client.run(drain_run(wsgi.port, wsgi_phones), DRAIN_DEADLINE + 60)
-    wsgi_cpu = meter.stop()
-    wsgi_seconds = sum(map(lib.process_cpu_seconds, workers)) - before
-    wsgi_check = verify_drain(wsgi_phones, wsgi_drain)
-    report_drain(
-        f"WSGI (gunicorn {WSGI_WORKERS} x {WSGI_THREADS})",
-        wsgi_drain,
-        wsgi_cpu,
-        wsgi_seconds,
-        wsgi_check,
+    wsgi_drain, wsgi_seconds, wsgi_check = drain_gunicorn(
+        client, wsgi, wsgi_phones, f"WSGI (gunicorn {WSGI_WORKERS} x {WSGI_THREADS})"
     )
 
     # The limit: the same drain through a bare WSGI app doing only the unavoidable SQL
@@ -880,18 +885,11 @@ def run(env: dict[str, str], stack: contextlib.ExitStack) -> None:
     reference_phones = drain_phones(account, "reference", seed=43)
     connections.close_all()
     print(f"  {total:,} more messages queued; against the minimal reference (bare SQL, gunicorn)")
-    workers = reference.worker_pids()
-    meter, before = lib.CpuMeter(workers), sum(map(lib.process_cpu_seconds, workers))
-    reference_drain = client.run(drain_run(reference.port, reference_phones), DRAIN_DEADLINE + 60)
-    reference_cpu = meter.stop()
-    reference_seconds = sum(map(lib.process_cpu_seconds, workers)) - before
-    reference_check = verify_drain(reference_phones, reference_drain)
-    report_drain(
+    reference_drain, reference_seconds, _ = drain_gunicorn(
+        client,
+        reference,
+        reference_phones,
         f"reference (bare SQL, gunicorn {WSGI_WORKERS} x {WSGI_THREADS})",
-        reference_drain,
-        reference_cpu,
-        reference_seconds,
-        reference_check,
     )
     reference.stop()
 
