@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
+from django.contrib.auth.models import Group
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
@@ -19,6 +20,14 @@ from gateway import services
 from gateway.admin_base import AccountScopedAdmin, account_of
 from gateway.models import Account, ApiToken, ServiceHeartbeat, User
 from messaging.models import FAILED, MessageStatusChange, Status
+
+# Our name on every admin page, and no "View site" link: the server has no public site.
+admin.site.site_header = "SMS gateway"
+admin.site.site_title = "SMS gateway"
+admin.site.index_title = "Operator's console"
+admin.site.site_url = None
+# Access is scoped by account (gateway.admin_base), not by Django's permission groups.
+admin.site.unregister(Group)
 
 
 class EmailUserCreationForm(UserCreationForm):
@@ -154,7 +163,16 @@ class ApiTokenAdmin(AccountScopedAdmin):
 
 @admin.register(ServiceHeartbeat)
 class ServiceHeartbeatAdmin(admin.ModelAdmin):
+    """The worker's and beat's liveness marks (what /readyz reads): internal, so not on the
+    index; a superuser can still open the list by its address when diagnosing."""
+
     list_display = ("name", "seen_at")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,0 +1,35 @@
+"""The admin reads as this product's console: our name, no link to a site that does not
+exist, and none of Django's internals (permission groups, service heartbeats) on the index."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+
+
+@pytest.fixture(params=["superuser", "owner"])
+def console(request, make_user):
+    extra = {"is_staff": True, "is_superuser": request.param == "superuser"}
+    user = make_user(f"{request.param}@example.com", "pw-long-enough", **extra)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_every_page_carries_our_name_and_no_view_site_link(console):
+    for path in ("/admin/", "/admin/messaging/message/", "/admin/devices/device/"):
+        page = console.get(path).content.decode()
+        title = re.search(r"<title>(.*?)</title>", page, re.S)
+        assert title and title.group(1).strip().endswith("SMS gateway"), (path, title)
+        assert 'id="site-name"' in page and ">SMS gateway</a>" in page, path
+        assert "View site" not in page, path
+
+
+def test_the_index_shows_no_django_internals(console):
+    page = console.get("/admin/").content.decode()
+    assert "Operator's console" in page or "Operator&#x27;s console" in page
+    assert ">Groups<" not in page
+    assert "Service heartbeats" not in page
+    assert ">Messages<" in page  # the index still lists what operators work with
