@@ -12,7 +12,16 @@ if [ -f .env ]; then
     set -a; . ./.env; set +a
 fi
 python manage.py migrate --noinput
-python manage.py collectstatic --noinput --verbosity 0
+# Static files are collected again only when what they come from changed: the installed
+# packages (the install stamp), the settings, our own static folders.
+static_stamp=staticfiles/.gateway-collected
+static_sources="$( { cat .venv/.gateway-install gateway/settings.py; \
+    find gateway devices messaging contacts -path '*/static/*' -type f -printf '%p %s %T@\n' | sort; } \
+    | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$static_stamp" ] || [ "$(cat "$static_stamp")" != "$static_sources" ]; then
+    python manage.py collectstatic --noinput --verbosity 0
+    echo "$static_sources" > "$static_stamp"
+fi
 
 port="${GATEWAY_PORT:-8000}"
 echo
