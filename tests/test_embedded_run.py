@@ -126,6 +126,10 @@ def test_web_worker_and_beat_run_together_on_the_embedded_database(tmp_path, bro
             return status == 200 and report["worker_seen_seconds_ago"] is not None
 
         _wait_for(worker_ran, 40, "a beat-scheduled task run by the worker")
+        log.flush()
+        started = (tmp_path / "honcho.log").read_text()
+        # Start-up without noise: no warning kombu prints when a broker URL names no host.
+        assert "No hostname was supplied" not in started
     except AssertionError:
         log.flush()
         print((tmp_path / "honcho.log").read_text()[-5000:])
