@@ -11,6 +11,7 @@ admin.site.login_form = admin_login.AdminLoginForm
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon),
     path("readyz", views.readyz, name="readyz"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/password_change/", admin.site.admin_view(admin_login.password_change)),

@@ -1,4 +1,11 @@
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponsePermanentRedirect,
+    JsonResponse,
+)
+from django.templatetags.static import static
 from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -20,6 +27,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Database and broker reachable: 200, otherwise 503 with what failed."""
     ready, report = health.readiness()
     return JsonResponse(report, status=200 if ready else 503)
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico on every site: our icon, not a 404 in the logs."""
+    return HttpResponsePermanentRedirect(static("gateway/favicon.svg"))
 
 
 def _api_problem(status: int, title: str, detail: str) -> JsonResponse:

@@ -118,6 +118,8 @@ def test_web_worker_and_beat_run_together_on_the_embedded_database(tmp_path, bro
         assert status == 200 and b"Email" in page
         css_status, _ = _get(f"{base}/static/admin/css/base.css")
         assert css_status == 200
+        icon_status, icon = _get(f"{base}/favicon.ico")  # redirected to the collected icon
+        assert icon_status == 200 and icon.startswith(b"<svg")
         _check_h2c_upgrade_is_answered_in_http11(port)
 
         def worker_ran() -> bool:

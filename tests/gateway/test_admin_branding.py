@@ -33,3 +33,14 @@ def test_the_index_shows_no_django_internals(console):
     assert ">Groups<" not in page
     assert "Service heartbeats" not in page
     assert ">Messages<" in page  # the index still lists what operators work with
+
+
+def test_browsers_get_our_icon_not_a_404(console):
+    from django.contrib.staticfiles import finders
+
+    page = console.get("/admin/").content.decode()
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', page)
+    assert icon and icon.group(1).endswith("gateway/favicon.svg")
+    answer = Client().get("/favicon.ico")
+    assert answer.status_code == 301 and answer["Location"] == icon.group(1)
+    assert finders.find("gateway/favicon.svg")
