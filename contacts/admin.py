@@ -15,7 +15,13 @@ from django.utils.html import format_html
 from contacts import services
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
 from gateway import inputs
-from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
+from gateway.admin_base import (
+    SIM_CHOICES,
+    AccountScopedAdmin,
+    ScopedInline,
+    account_of,
+    sim_label,
+)
 from gateway.phones import InvalidPhone, normalize_phone
 from messaging.services import InvalidMessage, check_body
 
@@ -189,6 +195,8 @@ class ContactAdmin(AccountScopedAdmin):
 class NewsletterForm(forms.ModelForm):
     """Checks what it sends as the services do: the device's SIM slot, the body's bounds."""
 
+    sim = forms.TypedChoiceField(label="SIM", choices=SIM_CHOICES, coerce=int, initial=0)
+
     class Meta:
         model = Newsletter
         fields = ("account", "title", "device", "sim", "body", "tags", "send_at")
@@ -200,7 +208,10 @@ class NewsletterForm(forms.ModelForm):
             try:
                 services.check_sender(device.account, device.pk, sim)
             except InvalidMessage as exc:
-                self.add_error(exc.field if exc.field in self.fields else None, str(exc))
+                if exc.field == "sim":  # the services count slots from 0; this page from 1
+                    self.add_error("sim", f"This device has no {sim_label(sim)}.")
+                else:
+                    self.add_error(exc.field if exc.field in self.fields else None, str(exc))
         if data.get("body") and "body" in self.fields:
             try:
                 check_body(data["body"])
@@ -246,11 +257,23 @@ class NewsletterAdmin(AccountScopedAdmin):
             field.validators.append(_check_send_time)
         return field
 
+    def _sent(self, obj: Any) -> bool:
+        return obj is not None and obj.state != Newsletter.State.SCHEDULED
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = super().get_fields(request, obj)
+        # Fixed once it is being sent: the SIM shown as people count them.
+        return [("sim_card" if f == "sim" else f) for f in fields] if self._sent(obj) else fields
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        if obj is not None and obj.state != Newsletter.State.SCHEDULED:
+        if self._sent(obj):
             # Once it is being sent, what it sends is fixed.
-            return (*self.readonly_fields, "title", "device", "sim", "body", "tags", "send_at")
+            return (*self.readonly_fields, "title", "device", "sim_card", "body", "tags", "send_at")
         return self.readonly_fields
+
+    @admin.display(description="SIM")
+    def sim_card(self, newsletter: Newsletter) -> str:
+        return sim_label(newsletter.sim)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         # Through the services, as every API creates and changes newsletters (checks, the

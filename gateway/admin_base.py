@@ -56,6 +56,15 @@ def _planner_estimate(queryset: QuerySet[Any]) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+# SIM slots as people count them, in every admin page: "SIM 1", "SIM 2" (the wire formats
+# keep their own numbering: 0-based `sim` in our APIs, 1-based `simNumber` for the app).
+SIM_CHOICES = [(0, "SIM 1"), (1, "SIM 2")]
+
+
+def sim_label(slot: int | None) -> str:
+    return "-" if slot is None else f"SIM {slot + 1}"
+
+
 def account_of(request: HttpRequest) -> Account | None:
     """The account whose objects this admin user may see; None = all (superuser)."""
     user = request.user

@@ -14,7 +14,13 @@ from django.utils.html import format_html, format_html_join
 from contacts.models import Newsletter
 from devices.models import Device
 from gateway import inputs
-from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
+from gateway.admin_base import (
+    SIM_CHOICES,
+    AccountScopedAdmin,
+    ScopedInline,
+    account_of,
+    sim_label,
+)
 from messaging import services, webhooks
 from messaging.models import Message, MessageStatusChange, Status, WebhookEndpoint, WebhookEvent
 
@@ -83,7 +89,7 @@ class SimFilter(admin.SimpleListFilter):
     parameter_name = "sim"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("0", "SIM 1"), ("1", "SIM 2")]
+        return [(str(slot), label) for slot, label in SIM_CHOICES]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = _filter_value(self, 32767)  # the column is a PositiveSmallIntegerField
@@ -92,7 +98,7 @@ class SimFilter(admin.SimpleListFilter):
 
 class MoveForm(forms.Form):
     device = forms.ModelChoiceField(queryset=Device.objects.none())
-    sim = forms.TypedChoiceField(choices=[(0, "SIM 1"), (1, "SIM 2")], coerce=int)
+    sim = forms.TypedChoiceField(label="SIM", choices=SIM_CHOICES, coerce=int)
 
     def __init__(self, *args: Any, devices: QuerySet[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -101,7 +107,7 @@ class MoveForm(forms.Form):
 
 class SendForm(forms.Form):
     device = forms.ModelChoiceField(queryset=Device.objects.none())
-    sim = forms.TypedChoiceField(choices=[(0, "SIM 1"), (1, "SIM 2")], coerce=int)
+    sim = forms.TypedChoiceField(label="SIM", choices=SIM_CHOICES, coerce=int)
     to = forms.CharField(label="To", max_length=20_000, help_text="Numbers, comma-separated.")
     body = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 4}), max_length=services.MAX_BODY_CHARS
@@ -120,7 +126,7 @@ class MessageAdmin(AccountScopedAdmin):
         "phone",
         "status_badge",
         "device",
-        "sim",
+        "sim_card",
         "urgent",
         "send_at",
         "created_at",
@@ -139,7 +145,7 @@ class MessageAdmin(AccountScopedAdmin):
     readonly_fields = (
         "account",
         "device",
-        "sim",
+        "sim_card",
         "phone",
         "phone_raw",
         "body",
@@ -167,6 +173,10 @@ class MessageAdmin(AccountScopedAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # sending goes through the "Send SMS" page, which uses the services
+
+    @admin.display(description="SIM", ordering="sim")
+    def sim_card(self, message: Message) -> str:
+        return sim_label(message.sim)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

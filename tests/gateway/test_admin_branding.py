@@ -44,3 +44,40 @@ def test_browsers_get_our_icon_not_a_404(console):
     answer = Client().get("/favicon.ico")
     assert answer.status_code == 301 and answer["Location"] == icon.group(1)
     assert finders.find("gateway/favicon.svg")
+
+
+def test_sims_are_counted_from_one_on_every_admin_page(make_user, paired):
+    """Forms, filters, the message list and detail, the newsletter form and a sent
+    newsletter all say SIM 1 / SIM 2 for slots 0 / 1 (the wire formats keep theirs)."""
+    from django.urls import reverse
+
+    from contacts.models import Newsletter
+    from messaging import services as messaging
+    from messaging.models import Message
+
+    user = make_user("sims@example.com", "pw-long-enough", is_staff=True)
+    device, _ = paired(account=user.account, title="Pixel")
+    client = Client()
+    client.force_login(user)
+    (second,) = messaging.submit(
+        user.account, [messaging.OutgoingSms(device.pk, "+4915700000001", "hi", sim=1)]
+    )
+    pages = {
+        "list": client.get(reverse("admin:messaging_message_changelist")).content.decode(),
+        "detail": client.get(
+            reverse("admin:messaging_message_change", args=[second])
+        ).content.decode(),
+        "send": client.get(reverse("admin:messaging_message_send")).content.decode(),
+        "newsletter form": client.get(reverse("admin:contacts_newsletter_add")).content.decode(),
+    }
+    for name, page in pages.items():
+        assert "SIM 2" in page, name
+    assert re.search(r'<td class="field-sim_card">SIM 2</td>', pages["list"])
+    assert re.search(r'<select name="sim"[^>]*>', pages["newsletter form"])  # not a free integer
+    newsletter = Newsletter.objects.create(
+        account=user.account, title="Sent", device=device, sim=1, body="x",
+        state=Newsletter.State.DONE,
+    )  # fmt: skip
+    sent = client.get(reverse("admin:contacts_newsletter_change", args=[newsletter.pk]))
+    assert re.search(r"SIM 2", sent.content.decode())
+    assert Message.objects.get(pk=second).sim == 1

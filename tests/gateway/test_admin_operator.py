@@ -185,15 +185,16 @@ def test_a_superuser_acts_on_several_accounts_messages_at_once(make_user, paired
     }
 
 
-def test_the_newsletter_form_reports_a_wrong_sim_slot_under_sim(operator):
-    client, account, device = operator
+def test_the_newsletter_form_reports_a_wrong_sim_slot_under_sim(operator, paired):
+    client, account, _ = operator
+    device, _ = paired(account=account, title="One SIM", slots=(0,))
     tag = Tag.objects.create(account=account, title="all")
     response = client.post(
         reverse("admin:contacts_newsletter_add"),
         {
             "title": "Sale",
             "device": device.pk,
-            "sim": 5,
+            "sim": 1,
             "body": "x" * 2000,
             "tags": [tag.pk],
             "send_at_0": "2031-01-01",
@@ -202,7 +203,7 @@ def test_the_newsletter_form_reports_a_wrong_sim_slot_under_sim(operator):
     )
     assert response.status_code == 200 and not Newsletter.objects.exists()
     errors = response.context["adminform"].form.errors
-    assert "SIM slot 5" in str(errors["sim"]) and "1600" in str(errors["body"])
+    assert "This device has no SIM 2" in str(errors["sim"]) and "1600" in str(errors["body"])
 
 
 def test_the_webhook_event_page_shows_its_delivery_log_as_a_table(operator):
