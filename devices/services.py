@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import segno
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from devices import wake
@@ -188,17 +188,49 @@ def authenticate_device(token: str, protocol: str = Device.Protocol.AGENT) -> De
     protocol its device registered with."""
     if not token.startswith(DEVICE_TOKEN_PREFIX) or len(token) > 200:
         return None
-    # Every request of a phone starts here: plain SQL, without building the query each time
-    # (the account is loaded when used, which few requests of a phone need).
-    found = Device.objects.raw(_DEVICE_BY_TOKEN, [hash_token(token), protocol])
-    return next(iter(found), None)
+    # Every request of a phone starts here, so the row is read with plain SQL and made a
+    # model instance the way the ORM does (its fields' converters, Model.from_db), without
+    # building a query each time. The account is loaded when used; few requests need it.
+    with connection.cursor() as cursor:
+        cursor.execute(_DEVICE_BY_TOKEN, [hash_token(token), protocol])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = [
+        _convert(value, converters)
+        for value, converters in zip(row, _device_converters(), strict=True)
+    ]
+    return Device.from_db(connection.alias, _DEVICE_ATTNAMES, values)
 
 
-_DEVICE_COLUMNS = ", ".join(str(f.column) for f in Device._meta.concrete_fields)
+_DEVICE_FIELDS = Device._meta.concrete_fields
+_DEVICE_ATTNAMES = [f.attname for f in _DEVICE_FIELDS]
 _DEVICE_BY_TOKEN = (
-    f"SELECT {_DEVICE_COLUMNS} FROM {Device._meta.db_table} "  # noqa: S608 - model names
-    "WHERE token_hash = %s AND protocol = %s LIMIT 1"
+    f"SELECT {', '.join(str(f.column) for f in _DEVICE_FIELDS)} "  # noqa: S608 - model names
+    f"FROM {Device._meta.db_table} WHERE token_hash = %s AND protocol = %s LIMIT 1"
 )
+_CONVERTERS: dict[str, list[tuple[list[Any], Any]]] = {}
+
+
+def _device_converters() -> list[tuple[list[Any], Any]]:
+    """Per column of _DEVICE_BY_TOKEN: (the converters the ORM applies, their expression),
+    for this database (computed once per connection alias)."""
+    plan = _CONVERTERS.get(connection.alias)
+    if plan is None:
+        plan = []
+        for field in _DEVICE_FIELDS:
+            column = field.get_col(Device._meta.db_table)
+            found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            plan.append((found, column))
+        _CONVERTERS[connection.alias] = plan
+    return plan
+
+
+def _convert(value: Any, plan: tuple[list[Any], Any]) -> Any:
+    converters, expression = plan
+    for converter in converters:
+        value = converter(value, expression, connection)
+    return value
 
 
 # --- The SMSGate app ------------------------------------------------------------------------
