@@ -28,7 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -47,6 +47,7 @@ from messaging.models import (
     Message,
     MessageStatusChange,
     Status,
+    WebhookEndpoint,
     served_id,
 )
 
@@ -102,22 +103,24 @@ def _db_value(column: str, value: Any) -> Any:
 
 def _locked_rows(
     ids: list[int], account: Account | None, device: Device | None
-) -> list[tuple[int, int, int | None, int, int | None]]:
-    """(id, status, newsletter, account, device) of the rows in scope, locked in id order."""
+) -> list[tuple[int, int, int | None, int, int | None, bool]]:
+    """(id, status, newsletter, account, device, status webhooks listened) of the rows in
+    scope, locked in id order."""
     sql = (
-        f"SELECT id, status, newsletter_id, account_id, device_id FROM {_TABLE} "  # noqa: S608 - model names
-        f"WHERE id IN ({_marks(ids)})"
+        "SELECT m.id, m.status, m.newsletter_id, m.account_id, m.device_id, "  # noqa: S608
+        f"{webhooks.status_listened_sql('m')} FROM {_TABLE} m "
+        f"WHERE m.id IN ({_marks(ids)})"
     )
     params: list[Any] = list(ids)
     if account is not None:
-        sql += " AND account_id = %s"
+        sql += " AND m.account_id = %s"
         params.append(account.pk)
     if device is not None:
-        sql += " AND device_id = %s"
+        sql += " AND m.device_id = %s"
         params.append(device.pk)
-    sql += " ORDER BY id"
+    sql += " ORDER BY m.id"
     if connection.features.has_select_for_update:
-        sql += " FOR UPDATE"
+        sql += " FOR UPDATE OF m" if connection.features.has_select_for_update_of else " FOR UPDATE"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -263,10 +266,14 @@ def _move(
                 scoped = scoped.filter(account=account)
             if device is not None:
                 scoped = scoped.filter(device=device)
+            listened = WebhookEndpoint.objects.filter(
+                account_id=OuterRef("account_id"), kind="status", enabled=True
+            )
             locked_rows = list(
-                scoped.select_for_update()
+                scoped.select_for_update(of=("self",))
+                .annotate(listened=Exists(listened))
                 .order_by("id")
-                .values_list("id", "status", "newsletter_id", "account_id", "device_id")
+                .values_list("id", "status", "newsletter_id", "account_id", "device_id", "listened")
             )
         rows = {r[0]: r for r in locked_rows}
         current = {message_id: row[1] for message_id, row in rows.items()}
@@ -298,6 +305,7 @@ def _move(
         webhooks.status_changed(
             [(message_id, rows[message_id][3], rows[message_id][4]) for message_id, _ in history],
             target,
+            listened=any(rows[message_id][5] for message_id, _ in history),
         )
         _count_for_newsletters(
             [(rows[message_id][2], Status(source_status)) for message_id, source_status in history],

@@ -322,14 +322,26 @@ def _zones(account_ids: Iterable[int]) -> dict[int, ZoneInfo]:
     }
 
 
-def status_changed(moved: list[tuple[int, int, int | None]], target: Status) -> None:
+def status_listened_sql(message_alias: str) -> str:
+    """SQL: whether the account of the message row ``message_alias`` has an enabled status
+    endpoint (a move reads it with its locked rows, so a move nobody listens to costs no
+    query here)."""
+    return (
+        f"EXISTS (SELECT 1 FROM {WebhookEndpoint._meta.db_table} e "  # noqa: S608 - model names
+        f"WHERE e.account_id = {message_alias}.account_id AND e.kind = 'status' AND e.enabled)"
+    )
+
+
+def status_changed(
+    moved: list[tuple[int, int, int | None]], target: Status, *, listened: bool = True
+) -> None:
     """Outbox events for messages that just moved to ``target`` (spec §5.1 payload).
 
-    ``moved`` is (message, account, device) as move() already read them. Called by
-    messaging.lifecycle's moves inside their transaction: one query (the endpoints) when nobody
-    listens, which is the usual case on the poll and report paths.
+    ``moved`` is (message, account, device) as move() already read them; ``listened``
+    False when move() saw no status endpoint of their accounts (status_listened_sql).
+    Called by messaging.lifecycle's moves inside their transaction.
     """
-    if not moved:
+    if not moved or not listened:
         return
     endpoints = _endpoints("status", ((account, device) for _, account, device in moved))
     if not any(endpoints.values()):
