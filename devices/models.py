@@ -17,21 +17,27 @@ class Device(models.Model):
     account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="devices")
     title = models.CharField(max_length=150, default="Phone", help_text="Model name or a label.")
     number = models.CharField(max_length=32, blank=True)
-    imei = models.CharField(max_length=32, blank=True)
+    imei = models.CharField("IMEI", max_length=32, blank=True)
     serial_number = models.CharField(max_length=64, blank=True)
     app_version = models.CharField(max_length=32, blank=True)
     # Seconds between two SMS on one SIM; None = no extra delay (the platform limit holds).
-    delay_between_sms = models.PositiveIntegerField(null=True, blank=True)
+    delay_between_sms = models.PositiveIntegerField(
+        "Delay between SMS (seconds)", null=True, blank=True
+    )
     # Seconds between two polls when there is nothing to send.
-    delay_between_requests = models.PositiveIntegerField(default=10)
+    delay_between_requests = models.PositiveIntegerField(
+        "Delay between polls (seconds)", default=10
+    )
     enabled = models.BooleanField(default=True)
     # Messages handed out per poll.
-    batch_size = models.PositiveSmallIntegerField(default=15)
+    batch_size = models.PositiveSmallIntegerField("Messages per poll", default=15)
     # SMS segments the phone may send per SIM per 60 s. Android allows 30 unless the phone's
     # sms_outgoing_check_max_count was raised; the device declares it when it pairs.
-    segments_per_minute = models.PositiveSmallIntegerField(default=30)
+    segments_per_minute = models.PositiveSmallIntegerField(
+        "SMS segments per minute per SIM", default=30
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_seen_at = models.DateTimeField("Last seen", null=True, blank=True, editable=False)
     paired_at = models.DateTimeField(null=True, blank=True, editable=False)
     # SHA-256 of the device's bearer token (device API only); None until paired.
     # NULL, not "", for "no token": many unpaired devices must not collide on unique.
@@ -39,9 +45,11 @@ class Device(models.Model):
         max_length=64, unique=True, null=True, editable=False
     )
     # Latest heartbeat extras, for the operator.
-    battery_percent = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    battery_percent = models.PositiveSmallIntegerField(
+        "Battery (%)", null=True, blank=True, editable=False
+    )
     charging = models.BooleanField(null=True, blank=True, editable=False)
-    signal_dbm = models.SmallIntegerField(null=True, blank=True, editable=False)
+    signal_dbm = models.SmallIntegerField("Signal (dBm)", null=True, blank=True, editable=False)
     # The online state last announced to webhooks (None: never announced).
     announced_online = models.BooleanField(null=True, blank=True, editable=False)
     # Which phone protocol the device speaks (set when it registers).

@@ -133,6 +133,8 @@ class ApiToken(models.Model):
     objects = TenantQuerySet.as_manager()
 
     class Meta:
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
         constraints = [
             models.CheckConstraint(
                 condition=Q(kind__in=["api", "compat", "enroll"]), name="apitoken_kind_valid"

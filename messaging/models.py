@@ -328,7 +328,7 @@ class WebhookEndpoint(models.Model):
         help_text="Empty: every device of the account.",
     )
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    url = models.URLField(max_length=500)
+    url = models.URLField("URL", max_length=500)
     # Shared with the receiver, which needs it to check signatures: stored as it is.
     secret = models.CharField(max_length=64, default=_webhook_secret)
     enabled = models.BooleanField(default=True)

@@ -81,3 +81,21 @@ def test_sims_are_counted_from_one_on_every_admin_page(make_user, paired):
     sent = client.get(reverse("admin:contacts_newsletter_change", args=[newsletter.pk]))
     assert re.search(r"SIM 2", sent.content.decode())
     assert Message.objects.get(pk=second).sim == 1
+
+
+def test_labels_carry_units_and_proper_casing(make_user, paired):
+    from django.urls import reverse
+
+    user = make_user("labels@example.com", "pw-long-enough", is_staff=True, is_superuser=True)
+    device, _ = paired(account=user.account, title="Pixel")
+    client = Client()
+    client.force_login(user)
+    device_page = client.get(
+        reverse("admin:devices_device_change", args=[device.pk])
+    ).content.decode()
+    for label in ("Delay between SMS (seconds)", "Delay between polls (seconds)", "IMEI"):
+        assert f"{label}:" in device_page, label
+    assert "Imei" not in device_page
+    assert "API tokens" in client.get("/admin/").content.decode()
+    endpoint_form = client.get(reverse("admin:messaging_webhookendpoint_add")).content.decode()
+    assert ">URL:<" in endpoint_form and ">Url:<" not in endpoint_form
