@@ -101,28 +101,51 @@ def _db_value(column: str, value: Any) -> Any:
     return field.get_db_prep_value(value, connection, prepared=False)
 
 
-def _locked_rows(
-    ids: list[int], account: Account | None, device: Device | None
-) -> list[tuple[int, int, int | None, int, int | None, bool]]:
-    """(id, status, newsletter, account, device, status webhooks listened) of the rows in
-    scope, locked in id order."""
+# (id, status, newsletter, account, device, status webhooks listened): what a move reads of
+# each row, under lock.
+LockedRow = tuple[int, int, int | None, int, int | None, bool]
+
+
+def locked_rows_sql(
+    ids: Sequence[int],
+    devices: Sequence[int] | None = None,
+    *,
+    account: int | None = None,
+    extra: Sequence[str] = (),
+    lock: bool = True,
+) -> tuple[str, list[Any]]:
+    """SQL and parameters reading the LockedRow of each message in ``ids`` (of ``devices``
+    / ``account`` when given), then the ``extra`` columns, in id order; locked (FOR UPDATE)
+    when ``lock`` and the database has row locks."""
+    columns = ", ".join(f"m.{c}" for c in extra)
     sql = (
         "SELECT m.id, m.status, m.newsletter_id, m.account_id, m.device_id, "  # noqa: S608
-        f"{webhooks.status_listened_sql('m')} FROM {_TABLE} m "
-        f"WHERE m.id IN ({_marks(ids)})"
+        f"{webhooks.status_listened_sql('m')}{', ' + columns if columns else ''} "
+        f"FROM {_TABLE} m WHERE m.id IN ({_marks(ids)})"
     )
     params: list[Any] = list(ids)
     if account is not None:
         sql += " AND m.account_id = %s"
-        params.append(account.pk)
-    if device is not None:
-        sql += " AND m.device_id = %s"
-        params.append(device.pk)
+        params.append(account)
+    if devices is not None:
+        sql += f" AND m.device_id IN ({_marks(devices)})"
+        params += list(devices)
     sql += " ORDER BY m.id"
-    if connection.features.has_select_for_update:
+    if lock and connection.features.has_select_for_update:
         sql += " FOR UPDATE OF m" if connection.features.has_select_for_update_of else " FOR UPDATE"
+    return sql, params
+
+
+def _locked_rows(ids: list[int], account: Account | None, device: Device | None) -> list[LockedRow]:
+    """The LockedRow of each message in scope, locked in id order."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(
+            *locked_rows_sql(
+                ids,
+                [device.pk] if device is not None else None,
+                account=account.pk if account is not None else None,
+            )
+        )
         return cursor.fetchall()
 
 
@@ -243,10 +266,13 @@ def _move(
     extra: dict[str, Any] | None = None,
     per_message: Mapping[int, dict[str, Any]] | None = None,
     where: Q | None = None,
+    locked: Mapping[int, LockedRow] | None = None,
 ) -> MoveResult:
     """move(), plus: ``where``, a condition the rows must meet at the moment of the move;
     ``extra``, more columns set in the same UPDATE; ``per_message``, columns set per
-    message (CASE on the id, still one UPDATE). Only this module's verbs pass them."""
+    message (CASE on the id, still one UPDATE); ``locked``, the rows as the caller read
+    them under lock in its own transaction (locked_rows_sql), not read again. Only this
+    module's verbs pass them."""
     target = Status(target)
     sources = set(LEGAL_SOURCES.get(target, ()))
     if only_from is not None:
@@ -256,9 +282,21 @@ def _move(
     if not ids:
         return result
     now = timezone.now()
-    with transaction.atomic():
+    if locked is not None and not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("rows read under lock need the transaction that locked them")
+    # With the caller's locked rows the caller's transaction is this move's.
+    with transaction.atomic(savepoint=locked is None):
         # Locked in id order, so two concurrent moves of overlapping sets cannot deadlock.
-        if where is None:
+        if locked is not None:
+            locked_rows = [
+                locked[i]
+                for i in ids
+                if i in locked
+                and (device is None or locked[i][4] == device.pk)
+                and (account is None or locked[i][3] == account.pk)
+            ]
+            assert where is None, "a condition needs the rows read by the move itself"
+        elif where is None:
             locked_rows = _locked_rows(ids, account, device)
         else:
             scoped = Message.objects.filter(where, id__in=ids)
@@ -495,7 +533,9 @@ class Outcome:
     parts: int | None = None
 
 
-def record_outcomes(device: Device, outcomes: Sequence[Outcome]) -> list[str]:
+def record_outcomes(
+    device: Device, outcomes: Sequence[Outcome], *, locked: Mapping[int, LockedRow] | None = None
+) -> list[str]:
     """Apply a phone's outcome reports in order, each on its own; idempotent, monotonic.
 
     Answers, per item, "applied", "unchanged" (it had happened: in an earlier call, or
@@ -504,6 +544,8 @@ def record_outcomes(device: Device, outcomes: Sequence[Outcome]) -> list[str]:
     of the same kind share one move.
     """
     results: list[str] = []
+    if locked is not None and len({o.message_id for o in outcomes}) != len(outcomes):
+        locked = None  # a second move of a message must see what the first one did
     for (target, error), group in groupby(outcomes, key=lambda o: (o.status, o.error)):
         items = list(group)
         if target not in OUTCOMES:
@@ -517,6 +559,7 @@ def record_outcomes(device: Device, outcomes: Sequence[Outcome]) -> list[str]:
             detail=error,
             per_message=parts or None,
             source=f"device {device.pk}",
+            locked=locked,
         )
         applied, unchanged = set(moved.moved), set(moved.unchanged)
         for item in items:

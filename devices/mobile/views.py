@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -252,29 +253,37 @@ def _apply_states(phone: Device, reports: list[tuple[str, str, str | None, str]]
     "Delivered" changes nothing); Cancelled answers a cancellation. Unknown ids are
     skipped: the app is answered 2xx, as it expects."""
     pks = [pk for served, *_ in reports if (pk := served_pk(served)) is not None]
-    found = handoff.find_served(phone, pks)
     owners = {phone.pk: phone}
     if phone.replaces_id:
         owners[phone.replaces_id] = phone.replaces  # type: ignore[assignment]
-    for served, state, recipient_state, error in reports:
-        pk = served_pk(served)
-        row = found.get(pk) if pk is not None else None
-        if row is None or row.served_id != served:
-            continue
-        owner = owners[row.device_id]
-        outcome = wire.OUTCOME_OF.get(recipient_state or state)
-        if state == wire.CANCELLED or recipient_state == wire.CANCELLED:
-            if row.status != Status.CANCELLED:
-                messaging.cancel(owner.account, [row.id], source=f"device {owner.pk}")
-            handoff.acknowledge_cancel(owner, [row.id])
-            continue
-        # An outcome from a lease is legal whether or not it was confirmed: only a message
-        # that went back to waiting needs taking back first.
-        if row.status == Status.NEW or (outcome is None and row.status == Status.TAKEN):
-            handoff.confirm_held(owner, [row.id])
-        if outcome is not None:
-            reason = error if outcome == Status.GENERIC_FAILURE else ""
-            handoff.record(owner, [Outcome(row.id, outcome, reason)])
+    # One transaction: the rows are read under lock once, and the usual report (an outcome
+    # of a leased message, reported once) moves them without reading them again.
+    with transaction.atomic():
+        found = handoff.find_served(phone, pks, lock=True)
+        once = {pk for pk, n in Counter(pks).items() if n == 1}
+        for served, state, recipient_state, error in reports:
+            pk = served_pk(served)
+            row = found.get(pk) if pk is not None else None
+            if row is None or row.served_id != served:
+                continue
+            owner = owners[row.device_id]
+            outcome = wire.OUTCOME_OF.get(recipient_state or state)
+            if state == wire.CANCELLED or recipient_state == wire.CANCELLED:
+                if row.status != Status.CANCELLED:
+                    messaging.cancel(owner.account, [row.id], source=f"device {owner.pk}")
+                handoff.acknowledge_cancel(owner, [row.id])
+                continue
+            as_read = row.id in once
+            # An outcome from a lease is legal whether or not it was confirmed: only a
+            # message that went back to waiting needs taking back first.
+            if row.status == Status.NEW or (outcome is None and row.status == Status.TAKEN):
+                handoff.confirm_held(owner, [row.id])
+                as_read = False
+            if outcome is not None:
+                reason = error if outcome == Status.GENERIC_FAILURE else ""
+                handoff.record(
+                    owner, [Outcome(row.id, outcome, reason)], locked=[row] if as_read else None
+                )
 
 
 # --- /webhooks, /settings -------------------------------------------------------------------

@@ -265,6 +265,27 @@ def test_one_recipient_processed_sent_delivered_reordered_and_repeated(app):
     assert message.status == Status.DELIVERED and message.delivered_at is not None
 
 
+def test_several_states_of_one_message_in_one_patch_apply_in_order(app):
+    # The app sends one element per PATCH; a list naming a message twice still moves it
+    # step by step (each move sees what the one before it did), once per state.
+    message = queue(app)
+    (item,) = app.fetch()
+    element = {"phoneNumber": "+4915752982212"}
+    answer = app.call(
+        "PATCH", "/message",
+        [
+            {"id": item["id"], "state": "Sent", "recipients": [{**element, "state": "Sent"}]},
+            {"id": item["id"], "state": "Delivered",
+             "recipients": [{**element, "state": "Delivered"}]},
+        ],
+    )  # fmt: skip
+    assert answer.status_code == 204
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED and message.sent_at and message.delivered_at
+    moves = list(message.history.order_by("id").values_list("to_status", flat=True))
+    assert moves[-2:] == [Status.SENT, Status.DELIVERED]
+
+
 def test_the_recipient_state_wins_over_the_aggregate(app):
     message = queue(app)
     (item,) = app.fetch()
