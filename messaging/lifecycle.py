@@ -28,7 +28,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterRef, Q, Value
+from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -47,7 +48,6 @@ from messaging.models import (
     Message,
     MessageStatusChange,
     Status,
-    WebhookEndpoint,
     served_id,
 )
 
@@ -282,8 +282,12 @@ def _move(
     if not ids:
         return result
     now = timezone.now()
-    if locked is not None and not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("rows read under lock need the transaction that locked them")
+    if locked is not None and (
+        where is not None or not transaction.get_connection().in_atomic_block
+    ):
+        raise RuntimeError(
+            "rows read under lock need no condition and the transaction that locked them"
+        )
     # With the caller's locked rows the caller's transaction is this move's.
     with transaction.atomic(savepoint=locked is None):
         # Locked in id order, so two concurrent moves of overlapping sets cannot deadlock.
@@ -295,7 +299,6 @@ def _move(
                 and (device is None or locked[i][4] == device.pk)
                 and (account is None or locked[i][3] == account.pk)
             ]
-            assert where is None, "a condition needs the rows read by the move itself"
         elif where is None:
             locked_rows = _locked_rows(ids, account, device)
         else:
@@ -304,12 +307,10 @@ def _move(
                 scoped = scoped.filter(account=account)
             if device is not None:
                 scoped = scoped.filter(device=device)
-            listened = WebhookEndpoint.objects.filter(
-                account_id=OuterRef("account_id"), kind="status", enabled=True
-            )
+            listened = RawSQL(webhooks.status_listened_sql(_TABLE), (), BooleanField())  # noqa: S611
             locked_rows = list(
                 scoped.select_for_update(of=("self",))
-                .annotate(listened=Exists(listened))
+                .annotate(listened=listened)
                 .order_by("id")
                 .values_list("id", "status", "newsletter_id", "account_id", "device_id", "listened")
             )

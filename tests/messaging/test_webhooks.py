@@ -234,6 +234,28 @@ def test_devices_going_offline_and_back_are_announced(device, receiver):
     assert kinds == [("device.online", True), ("device.offline", False)]
 
 
+def test_every_kind_of_move_sees_who_listens(device, paired, receiver):
+    # A move reads "anyone listening?" with its locked rows: plain moves, conditional ones
+    # (cancel_unconfirmed filters by a condition) and a disabled endpoint (nobody listens).
+    other, _ = paired()
+    endpoint = webhooks.add_endpoint(device.account, "status", receiver.url)
+    disabled = webhooks.add_endpoint(other.account, "status", receiver.url)
+    WebhookEndpoint.objects.filter(pk=disabled.pk).update(enabled=False)
+    waiting = messaging.submit(
+        device.account, [messaging.OutgoingSms(device.pk, "+4915752982212", "x")]
+    )
+    messaging.cancel(device.account, waiting)  # the conditional move
+    (taken,) = _taken(device)
+    lifecycle.record_outcomes(device, [lifecycle.Outcome(taken, Status.SENT)])  # a plain one
+    statuses = sorted(
+        e.payload["status_id"] for e in WebhookEvent.objects.filter(endpoint=endpoint)
+    )
+    assert statuses == sorted([Status.CANCELLED, Status.TAKEN, Status.SENT])
+    (quiet,) = _taken(other)
+    lifecycle.record_outcomes(other, [lifecycle.Outcome(quiet, Status.SENT)])
+    assert not WebhookEvent.objects.filter(endpoint=disabled).exists()
+
+
 def test_nobody_listening_costs_no_event(device):
     _taken(device, 3)
     assert not WebhookEvent.objects.exists()
