@@ -352,9 +352,9 @@ def record(
     device: Device, outcomes: list[Outcome], *, locked: list[Served] | None = None
 ) -> list[str]:
     """report() for a protocol that needs no answer per item (the SMSGate app). ``locked``:
-    those messages as find_served(lock=True) read them in this transaction, unchanged since."""
-    rows = {s.id: s.locked for s in locked or () if s.locked is not None}
-    return lifecycle.record_outcomes(device, outcomes, locked=rows or None)
+    those messages as find_served read them in this transaction, unchanged since."""
+    rows = {s.id: s.locked for s in locked} if locked else None
+    return lifecycle.record_outcomes(device, outcomes, locked=rows)
 
 
 def receive(device: Device, items: list[IncomingSms]) -> dict[str, int]:
@@ -422,34 +422,25 @@ class Served:
     device_id: int
     status: int
     served_id: str
-    # What a move needs of the row (lifecycle.LockedRow), when it was read under lock.
-    locked: tuple[Any, ...] | None = None
+    # What a move needs of the row, as find_served read it under lock.
+    locked: lifecycle.LockedRow
 
 
-def find_served(device: Device, message_ids: list[int], *, lock: bool = False) -> dict[int, Served]:
+def find_served(device: Device, message_ids: list[int]) -> dict[int, Served]:
     """This device's messages among ``message_ids``, and those of the device it replaced
-    (the same phone registered again still reports what it got before).
-
-    ``lock`` (inside a transaction): the rows are locked as a move locks them, and each
-    Served carries them, so ``record(..., locked=...)`` moves it without reading it again.
+    (the same phone registered again still reports what it got before), locked as a move
+    locks them: inside a transaction, ``record(..., locked=...)`` moves them without
+    reading them again.
     """
     owners = [device.pk] + ([device.replaces_id] if device.replaces_id else [])
     if not message_ids:
         return {}
     # Plain SQL: every state report of a phone starts here.
     with connection.cursor() as cursor:
-        cursor.execute(
-            *lifecycle.locked_rows_sql(message_ids, owners, extra=("created_at",), lock=lock)
-        )
+        cursor.execute(*lifecycle.locked_rows_sql(message_ids, owners, extra=("created_at",)))
         rows = cursor.fetchall()
     return {
-        row[0]: Served(
-            row[0],
-            row[4],
-            row[1],
-            served_id(row[0], _aware(row[6])),
-            locked=tuple(row[:6]) if lock else None,
-        )
+        row[0]: Served(row[0], row[4], row[1], served_id(row[0], _aware(row[6])), row[:6])
         for row in rows
     }
 

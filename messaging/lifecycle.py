@@ -112,11 +112,10 @@ def locked_rows_sql(
     *,
     account: int | None = None,
     extra: Sequence[str] = (),
-    lock: bool = True,
 ) -> tuple[str, list[Any]]:
     """SQL and parameters reading the LockedRow of each message in ``ids`` (of ``devices``
-    / ``account`` when given), then the ``extra`` columns, in id order; locked (FOR UPDATE)
-    when ``lock`` and the database has row locks."""
+    / ``account`` when given), then the ``extra`` columns, in id order, locked (FOR UPDATE)
+    where the database has row locks."""
     columns = ", ".join(f"m.{c}" for c in extra)
     sql = (
         "SELECT m.id, m.status, m.newsletter_id, m.account_id, m.device_id, "  # noqa: S608
@@ -131,7 +130,7 @@ def locked_rows_sql(
         sql += f" AND m.device_id IN ({_marks(devices)})"
         params += list(devices)
     sql += " ORDER BY m.id"
-    if lock and connection.features.has_select_for_update:
+    if connection.features.has_select_for_update:
         sql += " FOR UPDATE OF m" if connection.features.has_select_for_update_of else " FOR UPDATE"
     return sql, params
 

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -275,25 +275,19 @@ def delete_endpoint(account: Account, endpoint_id: int) -> None:
 
 def _endpoints(
     kind: str, pairs: Iterable[tuple[int, int | None]]
-) -> dict[tuple[int, int | None], list[int]]:
-    """Ids of the enabled endpoints of ``kind`` for each (account, device): the device's and
-    the account-wide ones. Plain SQL: it runs inside every move, and finds none mostly."""
+) -> dict[tuple[int, int | None], list[WebhookEndpoint]]:
+    """Enabled endpoints of ``kind`` for each (account, device): the device's and the
+    account-wide ones."""
     pairs = set(pairs)
-    accounts = sorted({account for account, _ in pairs})
-    found: dict[tuple[int, int | None], list[int]] = {pair: [] for pair in pairs}
+    accounts = {account for account, _ in pairs}
+    found: dict[tuple[int, int | None], list[WebhookEndpoint]] = {pair: [] for pair in pairs}
     if not accounts:
         return found
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, account_id, device_id FROM {WebhookEndpoint._meta.db_table} "  # noqa: S608 - model names
-            f"WHERE account_id IN ({', '.join(['%s'] * len(accounts))}) AND kind = %s "
-            "AND enabled ORDER BY id",
-            [*accounts, kind],
-        )
-        rows = cursor.fetchall()
-    for endpoint, endpoint_account, endpoint_device in rows:
+    for endpoint in WebhookEndpoint.objects.filter(
+        account_id__in=accounts, kind=kind, enabled=True
+    ):
         for account, device in pairs:
-            if endpoint_account == account and endpoint_device in (None, device):
+            if endpoint.account_id == account and endpoint.device_id in (None, device):
                 found[(account, device)].append(endpoint)
     return found
 
@@ -365,9 +359,7 @@ def status_changed(
                 "sim": row["sim"],
                 "device_id": row["device_id"],
             }
-            events.append(
-                WebhookEvent(endpoint_id=endpoint, kind="sms.status", body=_json(payload))
-            )
+            events.append(WebhookEvent(endpoint=endpoint, kind="sms.status", body=_json(payload)))
     _queue(events)
 
 
@@ -409,9 +401,7 @@ def received(message_ids: list[int]) -> None:
                 "device_name": row["device__title"] or "",
                 "type": "text",
             }
-            events.append(
-                WebhookEvent(endpoint_id=endpoint, kind="sms.incoming", body=_json(payload))
-            )
+            events.append(WebhookEvent(endpoint=endpoint, kind="sms.incoming", body=_json(payload)))
     _queue(events)
 
 
@@ -422,7 +412,7 @@ def device_state_changed(changes: list[tuple[int, int, str, bool, datetime | Non
     zones = _zones(a for a, _, _, _, _ in changes)
     events = [
         WebhookEvent(
-            endpoint_id=endpoint,
+            endpoint=endpoint,
             kind="device.online" if online else "device.offline",
             body=_json(
                 {

@@ -259,7 +259,7 @@ def _apply_states(phone: Device, reports: list[tuple[str, str, str | None, str]]
     # One transaction: the rows are read under lock once, and the usual report (an outcome
     # of a leased message, reported once) moves them without reading them again.
     with transaction.atomic():
-        found = handoff.find_served(phone, pks, lock=True)
+        found = handoff.find_served(phone, pks)
         once = {pk for pk, n in Counter(pks).items() if n == 1}
         for served, state, recipient_state, error in reports:
             pk = served_pk(served)
