@@ -4,23 +4,134 @@ from typing import Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from devices import queries, services
-from devices.models import Device, PairingCode, SimSlot
-from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of
+from devices import pools, queries, services
+from devices.models import Device, PairingCode, Pool, PoolMember, SimSlot
+from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of, sim_label
 from gateway.clients import public_url
 from gateway.models import Account
 
 
 class SimSlotInline(ScopedInline):
     model = SimSlot
-    fields = ("slot", "number", "carrier_name", "country_iso", "iccid", "roaming")
+    fields = (
+        "slot",
+        "number",
+        "carrier_name",
+        "iccid",
+        "max_per_hour",
+        "max_per_day",
+        "max_recipients_per_day",
+        "max_recipients_per_month",
+        "quiet_from",
+        "quiet_until",
+    )
+    readonly_fields = ("slot", "number", "carrier_name", "iccid")
+    verbose_name = "SIM card"
+    verbose_name_plural = "SIM cards and their caps (days and quiet hours: the account's zone)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False  # the phone reports its SIM cards
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+class PoolMemberInline(ScopedInline):
+    model = PoolMember
+    fields = ("sim", "weight", "draining")
+    verbose_name = "SIM"
+    verbose_name_plural = "SIMs of the pool"
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        account = obj.account_id if obj is not None else getattr(account_of(request), "pk", None)
+        field: Any = formset.form.base_fields["sim"]
+        field.queryset = (
+            SimSlot.objects.filter(device__in=Device.objects.filter(account_id=account))
+            .select_related("device")
+            .order_by("device_id", "slot")
+        )
+        field.label_from_instance = lambda slot: (
+            f"{sim_label(slot.slot)} of {slot.device.title} (#{slot.device_id})"
+            + (f", {slot.number}" if slot.number else "")
+            + (f", {slot.carrier_name}" if slot.carrier_name else "")
+        )
+        return formset
+
+
+@admin.register(Pool)
+class PoolAdmin(AccountScopedAdmin):
+    list_display = ("name", "pool_id", "strategy", "is_default", "sims_eligible", "waiting")
+    fields = ("account", "name", "strategy", "is_default", "pool_id", "eligibility")
+    readonly_fields = ("pool_id", "eligibility")
+    inlines = [PoolMemberInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return (*self.readonly_fields, "account") if obj is not None else self.readonly_fields
+
+    @admin.display(description="Pool id (its device_id in the SMSGateway24 API)")
+    def pool_id(self, obj: Pool) -> Any:
+        return obj.pk or "-"
+
+    def _status(self, obj: Pool) -> pools.PoolStatus:
+        cached = getattr(obj, "_pool_status", None)
+        if cached is None:
+            (cached,) = pools.status([obj])
+            obj._pool_status = cached  # type: ignore[attr-defined]
+        return cached
+
+    @admin.display(description="SIMs eligible now")
+    def sims_eligible(self, obj: Pool) -> str:
+        state = self._status(obj)
+        return f"{sum(c.reason is None for c in state.members)} of {len(state.members)}"
+
+    @admin.display(description="Waiting (no SIM yet)")
+    def waiting(self, obj: Pool) -> str:
+        state = self._status(obj)
+        return f"{state.waiting} ({state.held})"
+
+    @admin.display(description="Which SIMs may send now, and why not")
+    def eligibility(self, obj: Pool) -> Any:
+        if obj.pk is None:
+            return "Save the pool, then add its SIMs."
+        state = self._status(obj)
+        if not state.members:
+            return "No SIMs yet."
+        return format_html(
+            "<table><tr><th>SIM</th><th>Weight</th><th>Waiting for it</th><th>Now</th></tr>"
+            "{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (c.label, c.member.weight, c.waiting, c.reason or "eligible")
+                    for c in state.members
+                ),
+            ),
+        )
+
+    def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
+        account = account_of(request)
+        if account is not None and not change:
+            obj.account = account
+        saved = pools.save_pool(obj)
+        obj.pk = saved.pk
+        obj.handle_id = saved.handle_id
+        obj._state.adding = False
+
+    def delete_model(self, request: HttpRequest, obj: Pool) -> None:
+        pools.delete_pool(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for pool in queryset:
+            pools.delete_pool(pool)
 
 
 def _since(value: Any) -> str:

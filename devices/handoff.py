@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from contacts import services as contacts
 from contacts.models import Newsletter
-from devices import wake
+from devices import pools, wake
 from devices.models import Device, SimSlot
 from devices.queries import LONG_POLL_SECONDS
 from messaging import lifecycle
@@ -236,16 +236,21 @@ def poll(
             for sim in sims:
                 if room <= 0 or sim not in slots:
                     continue
-                pacer = Pacer(
-                    slots[sim], device.delay_between_sms or 0, device.segments_per_minute, now
-                )
+                slot = slots[sim]
+                # The SIM's caps (devices.pools), counted under the slot's lock.
+                quota = pools.quota(slot, device.account_id, now) if slot.has_caps else None
+                if quota is not None and (quota.blocked or quota.left == 0):
+                    continue
+                pacer = Pacer(slot, device.delay_between_sms or 0, device.segments_per_minute, now)
                 candidates = (
                     _due(device, [sim], now)
                     .order_by("-urgent", "send_at", "id")
                     .select_for_update(skip_locked=True)
-                    .values_list("id", "urgent", "segments", "send_at")[:room]
+                    .values_list("id", "urgent", "segments", "send_at", "phone")[:room]
                 )
-                for message_id, urgent, segments, due_at in candidates:
+                for message_id, urgent, segments, due_at, phone in candidates:
+                    if quota is not None and not quota.admit(phone):
+                        continue
                     send_at = pacer.schedule(now, urgent, segments)
                     if send_at > horizon:
                         pacer.recent.pop()  # not handed out now: give the slot back

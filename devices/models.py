@@ -9,10 +9,21 @@ from django.utils import timezone
 from gateway.models import TenantQuerySet
 
 
+class PhoneManager(models.Manager.from_queryset(TenantQuerySet)):  # type: ignore[misc]
+    """Devices that are phones: a pool's handle row (the id it is known by in the
+    SMSGateway24 API) is never listed, paired, polled or announced as a device."""
+
+    def get_queryset(self) -> TenantQuerySet:
+        return super().get_queryset().exclude(protocol=Device.Protocol.POOL)
+
+
 class Device(models.Model):
     class Protocol(models.TextChoices):
         AGENT = "agent", "Gateway device protocol"
         SMSGATE = "smsgate", "SMSGate Android app"
+        # Not a phone: the id of a pool (devices.models.Pool), taken from the devices' ids
+        # so that SMSGateway24 clients address a pool as one more device_id.
+        POOL = "pool", "Pool of SIMs"
 
     account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="devices")
     title = models.CharField(max_length=150, default="Phone", help_text="Model name or a label.")
@@ -74,9 +85,12 @@ class Device(models.Model):
         editable=False,
     )
 
-    objects = TenantQuerySet.as_manager()
+    objects = PhoneManager()
+    # Every row, pools' handles included (a message's device, a pool's handle).
+    all_rows = TenantQuerySet.as_manager()
 
     class Meta:
+        base_manager_name = "all_rows"
         indexes = [
             models.Index(fields=["account", "id"], name="device_account_idx"),
             models.Index(fields=["account", "imei"], name="device_account_imei_idx"),
@@ -119,16 +133,118 @@ class SimSlot(models.Model):
     # scheduled in the last 60 s (the platform limit's window).
     next_send_at = models.DateTimeField(null=True, blank=True, editable=False)
     recent_sends = models.JSONField(default=list, blank=True, editable=False)
+    # Caps, because carriers block SIMs that send too much (devices.pools). None: no cap.
+    # The hour is the last 60 minutes; days and months are the account's calendar ones.
+    max_per_hour = models.PositiveIntegerField("Max SMS per hour", null=True, blank=True)
+    max_per_day = models.PositiveIntegerField("Max SMS per day", null=True, blank=True)
+    max_recipients_per_day = models.PositiveIntegerField(
+        "Max distinct recipients per day", null=True, blank=True
+    )
+    max_recipients_per_month = models.PositiveIntegerField(
+        "Max distinct recipients per month", null=True, blank=True
+    )
+    # Nothing is handed out between these times of day (the account's time zone); the
+    # window may wrap midnight (22:00-07:00).
+    quiet_from = models.TimeField("Quiet hours from", null=True, blank=True)
+    quiet_until = models.TimeField("Quiet hours until", null=True, blank=True)
 
     class Meta:
         ordering = ["slot"]
         constraints = [
             models.UniqueConstraint(fields=["device", "slot"], name="simslot_unique_per_device"),
             models.CheckConstraint(condition=Q(slot__lte=7), name="simslot_slot_range"),
+            models.CheckConstraint(
+                condition=Q(quiet_from__isnull=True, quiet_until__isnull=True)
+                | Q(quiet_from__isnull=False, quiet_until__isnull=False),
+                name="simslot_quiet_hours_both",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"SIM {self.slot + 1} of device #{self.device_id}"
+
+    @property
+    def has_caps(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.max_per_hour,
+                self.max_per_day,
+                self.max_recipients_per_day,
+                self.max_recipients_per_month,
+                self.quiet_from,
+            )
+        )
+
+
+class Pool(models.Model):
+    """A named set of SIMs of one account that messages are routed across (devices.pools).
+
+    Its primary key is its handle, a Device row of protocol POOL: SMSGateway24 clients
+    send to a pool by that id as to any device, and it can never collide with a phone's.
+    """
+
+    class Strategy(models.TextChoices):
+        ROUND_ROBIN = "round_robin", "Round-robin"
+        LEAST_LOADED = "least_loaded", "Least loaded"
+        WEIGHTED = "weighted", "Weighted"
+        STICKY = "sticky", "Sticky per recipient"
+
+    handle = models.OneToOneField(
+        Device, primary_key=True, on_delete=models.CASCADE, related_name="+", editable=False
+    )
+    account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=150)
+    strategy = models.CharField(
+        max_length=20, choices=Strategy.choices, default=Strategy.ROUND_ROBIN
+    )
+    is_default = models.BooleanField(
+        "Default pool",
+        default=False,
+        help_text="Messages sent without a device (REST API) go through this pool.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"], condition=Q(is_default=True), name="pool_one_default"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (pool #{self.pk})"
+
+
+class PoolMember(models.Model):
+    """One SIM of a pool."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="members")
+    sim = models.ForeignKey(SimSlot, on_delete=models.CASCADE, related_name="pool_memberships")
+    weight = models.PositiveSmallIntegerField(
+        default=1, help_text="Share of the pool's messages (weighted and sticky strategies)."
+    )
+    draining = models.BooleanField(
+        default=False,
+        help_text="Takes no new messages; those waiting for it move to the pool's other SIMs.",
+    )
+    # Routing state, written by devices.pools under the pool's lock: the smooth weighted
+    # round-robin credit, and the health verdict of the last sweep.
+    credit = models.FloatField(default=0.0, editable=False)
+    failing = models.BooleanField(default=False, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "sim"], name="poolmember_once"),
+            models.CheckConstraint(
+                condition=Q(weight__gte=1) & Q(weight__lte=1000), name="poolmember_weight_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sim} in {self.pool}"
 
 
 class PairingCode(models.Model):

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from devices import handoff, services
+from devices import handoff, pools, services
 from messaging import lifecycle
 
 
@@ -21,3 +21,10 @@ def sweep_leases() -> None:
 def announce_device_states() -> None:
     """Beat: webhook events for devices that went offline or came back online."""
     services.announce_device_states()
+
+
+@shared_task(name="devices.tasks.route_pools", ignore_result=True)
+def route_pools() -> None:
+    """Beat: pools' waiting messages moved off SIMs that may not send them now, and held
+    ones routed once a SIM may (devices.pools.sweep). Bounded and idempotent."""
+    pools.sweep(limit=5000)

@@ -371,6 +371,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "webhook-sweep": {"task": "messaging.tasks.sweep_webhooks", **_every(30)},
     "device-online-sweep": {"task": "devices.tasks.announce_device_states", **_every(30)},
     "device-lease-sweep": {"task": "devices.tasks.sweep_leases", **_every(15)},
+    "pool-routing-sweep": {"task": "devices.tasks.route_pools", **_every(10)},
     "housekeeping": {"task": "messaging.tasks.housekeeping", **_every(60)},
 }
 

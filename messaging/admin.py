@@ -146,6 +146,8 @@ class MessageAdmin(AccountScopedAdmin):
         "account",
         "device",
         "sim_card",
+        "pool",
+        "hold_reason",
         "phone",
         "phone_raw",
         "body",

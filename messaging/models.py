@@ -153,6 +153,17 @@ class Message(models.Model):
         "devices.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
     )
     sim = models.PositiveSmallIntegerField(default=0, help_text="SIM slot, 0-based.")
+    # Sent through a pool: device and sim are where the pool routed it (None: no SIM may
+    # take it yet, hold_reason says why); they are final once a phone takes it.
+    pool = models.ForeignKey(
+        "devices.Pool",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
+        db_index=False,
+    )
+    hold_reason = models.CharField(max_length=200, blank=True)
     phone = models.CharField(max_length=32, help_text="Normalized recipient (or sender).")
     phone_raw = models.CharField(max_length=64, blank=True, help_text="As the client sent it.")
     body = models.TextField()
@@ -223,6 +234,24 @@ class Message(models.Model):
                 fields=["newsletter", "id"],
                 name="message_newsletter_idx",
                 condition=Q(newsletter__isnull=False),
+            ),
+            # What was sent through a pool, newest first.
+            models.Index(
+                fields=["pool", "id"],
+                name="message_pool_idx",
+                condition=Q(pool__isnull=False),
+            ),
+            # A pool's waiting messages, for its routing sweep.
+            models.Index(
+                fields=["pool", "send_at"],
+                name="message_pool_waiting_idx",
+                condition=Q(status=Status.NEW, pool__isnull=False),
+            ),
+            # What a SIM was handed, by paced send time: its caps' usage.
+            models.Index(
+                fields=["device", "sim", "not_before_at"],
+                name="message_sim_sends_idx",
+                condition=Q(not_before_at__isnull=False),
             ),
             # Waiting (NEW) messages by send time, for the expiry sweep.
             models.Index(

@@ -20,7 +20,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from contacts.models import Newsletter
-from devices import queries, wake
+from devices import pools, queries, wake
 from devices.models import Device, PhoneWebhookReceipt
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone, split_recipients
@@ -55,9 +55,12 @@ class InvalidMessage(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class OutgoingSms:
-    """One client request to send ``body`` to ``phone`` (a number or a comma-separated list)."""
+    """One client request to send ``body`` to ``phone`` (a number or a comma-separated list).
 
-    device_id: int
+    ``device_id``: a device, or a pool (its id), or None for the account's default pool;
+    through a pool, ``sim`` is the pool's choice."""
+
+    device_id: int | None
     phone: str
     body: str
     sim: int = 0
@@ -99,6 +102,8 @@ _MESSAGE_COLUMNS = (
     "status_changed_at",
     "sent_at",
     "newsletter_id",
+    "pool_id",
+    "hold_reason",
 )
 
 
@@ -119,6 +124,7 @@ def _row(
     external_id: str = "",
     sent_at: datetime | None = None,
     newsletter_id: int | None = None,
+    pool_id: int | None = None,
 ) -> tuple[Any, ...]:
     """One new message as a row of _MESSAGE_COLUMNS."""
     return (
@@ -139,6 +145,8 @@ def _row(
         now,
         sent_at,
         newsletter_id,
+        pool_id,
+        "",
     )
 
 
@@ -180,18 +188,33 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
     within bounds, every recipient is a phone number, the batch is within MAX_BATCH SMS. A
     send time in the past means now. Reads only.
     """
-    slots = queries.sim_slots_by_device(account, {r.device_id for r in requests})
+    wanted = {r.device_id for r in requests}
+    slots = queries.sim_slots_by_device(account, [d for d in wanted if d is not None])
+    pooled = pools.pools_by_id(account, wanted - slots.keys())
+    if None in wanted:
+        default = pools.default_pool(account)
+        if default is not None:
+            pooled[None] = default  # type: ignore[index]
     now = timezone.now()
     rows: list[tuple[Any, ...]] = []
     errors: list[tuple[int, str]] = []
     segments_of: dict[str, int] = {}
     for index, request in enumerate(requests):
         try:
-            device_slots = slots.get(request.device_id)
+            device_id, sim, pool_id = request.device_id, request.sim, None
+            device_slots = slots.get(device_id) if device_id is not None else None
             if device_slots is None:
-                raise InvalidMessage("Device not found")
-            if request.sim not in device_slots:
-                raise InvalidMessage(f"Device has no SIM slot {request.sim}")
+                pool = pooled.get(device_id)  # type: ignore[arg-type]
+                if pool is None:
+                    raise InvalidMessage(
+                        "Device not found"
+                        if device_id is not None
+                        else "No device given, and the account has no default pool",
+                        field="device_id",
+                    )
+                device_id, sim, pool_id = None, 0, pool.pk
+            elif sim not in device_slots:
+                raise InvalidMessage(f"Device has no SIM slot {sim}", field="sim")
             segments = segments_of.get(request.body)
             if segments is None:
                 segments = segments_of[request.body] = check_body(request.body)
@@ -209,8 +232,8 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                 rows.append(
                     _row(
                         account.pk,
-                        request.device_id,
-                        request.sim,
+                        device_id,
+                        sim,
                         phone,
                         raw_phone.strip()[:64],
                         request.body,
@@ -220,6 +243,7 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                         now,
                         urgent=request.urgent,
                         customer_id=request.customer_id,
+                        pool_id=pool_id,
                     )
                 )
         except InvalidMessage as exc:
@@ -235,6 +259,8 @@ def store(account: Account, batch: PreparedBatch, *, return_ids: bool = True) ->
     """Write a prepared batch in one transaction (see submit)."""
     rows = batch.rows
     with transaction.atomic():
+        if any(row[_POOL] is not None for row in rows):
+            rows = _routed(rows)
         if return_ids or connection.vendor != "postgresql":
             created = Message.objects.bulk_create(
                 [Message(**dict(zip(_MESSAGE_COLUMNS, row, strict=True))) for row in rows],
@@ -244,11 +270,32 @@ def store(account: Account, batch: PreparedBatch, *, return_ids: bool = True) ->
         else:
             _copy_rows(rows)
             ids = []
-        devices = {row[1] for row in rows}
+        devices = {row[_DEVICE] for row in rows if row[_DEVICE] is not None}
         # Wake phones waiting in a long poll, once the messages are visible to them.
         transaction.on_commit(lambda: wake.ring(devices))
     log.info("account %s: %d SMS submitted", account.pk, len(rows))
     return ids
+
+
+_DEVICE, _SIM, _PHONE = (_MESSAGE_COLUMNS.index(c) for c in ("device_id", "sim", "phone"))
+_POOL, _HOLD = (_MESSAGE_COLUMNS.index(c) for c in ("pool_id", "hold_reason"))
+
+
+def _routed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows with each pooled message's route (devices.pools.route), in the caller's
+    transaction."""
+    by_pool: dict[int, list[int]] = {}
+    for index, row in enumerate(rows):
+        if row[_POOL] is not None:
+            by_pool.setdefault(row[_POOL], []).append(index)
+    out = list(rows)
+    for pool_id, indices in by_pool.items():
+        routes = pools.route(pool_id, [rows[i][_PHONE] for i in indices])
+        for index, (device_id, sim, reason) in zip(indices, routes, strict=True):
+            cells = list(out[index])
+            cells[_DEVICE], cells[_SIM], cells[_HOLD] = device_id, sim, reason
+            out[index] = tuple(cells)
+    return out
 
 
 def _copy_rows(rows: list[tuple[Any, ...]]) -> None:
@@ -414,8 +461,11 @@ LISTED_FIELDS = (
 def filtered_messages(account: Account, query: MessageFilter) -> QuerySet[Message]:
     """The account's messages that ``query`` selects, unordered (the listing orders)."""
     messages = Message.objects.for_account(account)
+    device_column = "device_id"
+    if query.device_id is not None and pools.pools_by_id(account, [query.device_id]):
+        device_column = "pool_id"  # a pool's id: what was sent through it
     for column, value in (
-        ("device_id", query.device_id),
+        (device_column, query.device_id),
         ("status", query.status),
         ("created_at__gte", query.created_from),
         ("created_at__lte", query.created_to),

@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from contacts import services as contacts
+from devices import pools
 from devices import queries as devices
 from gateway import services as accounts
 from gateway.clients import client_address
@@ -300,11 +301,26 @@ def _sms_item(row: dict[str, Any], zone: ZoneInfo) -> dict[str, Any]:
 def getdevicestatus(call: Call) -> HttpResponse:
     device_id = call.params.integer("device_id", required=True)
     assert device_id is not None
+    now = timezone.now()
+    found = pools.pools_by_id(call.account, [device_id])
+    if found:
+        (state,) = pools.status(list(found.values()), now)
+        seen = state.last_seen_at or state.pool.created_at
+        return answer(
+            {
+                "online": state.online,
+                "error": 0,
+                "message": "OK",
+                "device_id": state.pool.pk,
+                "lastseen": php_datetime(seen, call.zone()),
+                "diffseconds": max(0, int((now - seen).total_seconds())),
+                "title": state.pool.name,
+            }
+        )
     try:
         device = devices.get_device(call.account, device_id)
     except devices.DeviceNotFound:
         raise CompatError("Device not found") from None
-    now = timezone.now()
     # A device never seen reports its creation time, never null (PHPSDK needs an object).
     last_seen: datetime = device.last_seen_at or device.created_at
     return answer(
@@ -362,7 +378,46 @@ def getalldevices(call: Call) -> HttpResponse:
                 charging=device.charging,
                 health=(device.health or {}).get("status") or None,
             )
-    return answer({"count": len(found), "device": listed})
+    # Pools, as devices (docs/pools.md): one entry per member SIM in siminfo, its Slot the
+    # position in the pool (the pool picks the SIM: addsms to a pool ignores sim).
+    states = pools.status(pools.account_pools(call.account))
+    for state in states:
+        pool = state.pool
+        last_seen = state.last_seen_at or pool.created_at
+        phones = [c.device for c in state.members]
+        listed[str(pool.pk)] = {
+            "id": pool.pk,
+            "title": pool.name,
+            "number": None,
+            "imei": "",
+            "created": php_datetime(pool.created_at, zone),
+            "createdhumanformat": human_datetime(pool.created_at, zone),
+            "lastseen": php_datetime(last_seen, zone),
+            "lastseenhumanformat": human_datetime(last_seen, zone),
+            "serialnumber": "",
+            "siminfo": [
+                {
+                    "Slot": str(position),
+                    "IccId": c.slot.iccid,
+                    "Number": c.slot.number,
+                    "Roaming": "1" if c.slot.roaming else "0",
+                    "CountryIso": c.slot.country_iso,
+                    "CarrierName": c.slot.carrier_name,
+                }
+                for position, c in enumerate(state.members)
+            ],
+            "appversion": "pool",
+            "isappversionactual": True,
+            # Each SIM keeps its own phone's pacing; these are the pool's tightest.
+            "delaybetweeneachsms": min(
+                (p.delay_between_sms for p in phones if p.delay_between_sms is not None),
+                default=None,
+            ),
+            "delaybetweenrequest": min((p.delay_between_requests for p in phones), default=10),
+            "subscription": True,
+            "pool": True,
+        }
+    return answer({"count": len(found) + len(states), "device": listed})
 
 
 # --- Tags, contacts, newsletters ----------------------------------------------------------

@@ -51,8 +51,18 @@ class RecipientsField(serializers.Field):
 class MessageCreateSerializer(serializers.Serializer):
     to = RecipientsField(help_text="A number, or a list of numbers (one message each).")
     body = serializers.CharField(max_length=MAX_BODY_CHARS, trim_whitespace=False)
-    device_id = Int64Field()
-    sim = serializers.IntegerField(min_value=0, max_value=7, default=0)
+    device_id = Int64Field(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="A device (or a pool's id). Neither this nor pool: the default pool.",
+    )
+    pool = Int64Field(
+        required=False, allow_null=True, default=None, help_text="A pool: it picks the SIM."
+    )
+    sim = serializers.IntegerField(
+        min_value=0, max_value=7, default=0, help_text="SIM slot, 0-based (not for pools)."
+    )
     send_at = TimeField(
         schedule=True,
         required=False,
@@ -62,6 +72,11 @@ class MessageCreateSerializer(serializers.Serializer):
     )
     urgent = serializers.BooleanField(default=False)
     customer_id = Int64Field(required=False, allow_null=True, default=None)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("pool") is not None and data.get("device_id") is not None:
+            raise serializers.ValidationError({"pool": "give a device_id or a pool, not both"})
+        return data
 
 
 class MessageBatchSerializer(serializers.Serializer):
@@ -155,8 +170,14 @@ class MessageSerializer(serializers.Serializer):
     direction = serializers.SerializerMethodField()
     to = serializers.CharField(source="phone", help_text="Recipient (sender, for incoming).")
     body = serializers.CharField()
-    device_id = serializers.IntegerField(allow_null=True)
+    device_id = serializers.IntegerField(
+        allow_null=True, help_text="The device it went (or, waiting, is routed) to."
+    )
     sim = serializers.IntegerField()
+    pool_id = serializers.IntegerField(allow_null=True, help_text="The pool it was sent through.")
+    hold_reason = serializers.CharField(
+        help_text="Pooled and waiting with no SIM yet: why (caps, quiet hours, offline)."
+    )
     status = serializers.IntegerField()
     status_name = serializers.SerializerMethodField()
     urgent = serializers.BooleanField()

@@ -28,6 +28,7 @@ from rest_framework.response import Response
 
 from contacts import services as contacts
 from contacts.models import Contact, Newsletter, Tag
+from devices import pools
 from devices import queries as devices
 from devices import services as device_services
 from devices.models import Device
@@ -109,7 +110,7 @@ def _invalid(errors: list[tuple[int, str]]) -> Unprocessable:
 
 def _outgoing(data: dict[str, Any]) -> messaging.OutgoingSms:
     return messaging.OutgoingSms(
-        data["device_id"],
+        data["pool"] if data["pool"] is not None else data["device_id"],
         data["to"],
         data["body"],
         data["sim"],
@@ -172,8 +173,15 @@ class MessageViewSet(AccountViewSet):
         examples=[CREATE_EXAMPLE],
         parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
     )
+    def _check_pools(self, items: Sequence[dict[str, Any]]) -> None:
+        asked = {item["pool"] for item in items if item["pool"] is not None}
+        missing = asked - pools.pools_by_id(self.account(), asked).keys()
+        if missing:
+            raise serializers.ValidationError({"pool": f"no such pool: {min(missing)}"})
+
     def create(self, request: Request) -> Response:
         data = self.payload(wire.MessageCreateSerializer)
+        self._check_pools([data])
         return idempotent(request, lambda: self._create([_outgoing(data)]))
 
     @extend_schema(
@@ -189,6 +197,7 @@ class MessageViewSet(AccountViewSet):
         if isinstance(items, list) and len(items) > messaging.MAX_BATCH:
             raise PayloadTooLarge(f"At most {messaging.MAX_BATCH:,} messages per batch")
         data = self.payload(wire.MessageBatchSerializer)
+        self._check_pools(data["messages"])
         return idempotent(request, lambda: self._create([_outgoing(m) for m in data["messages"]]))
 
     @extend_schema(request=None, responses=wire.MessageDetailSerializer)

@@ -1,0 +1,462 @@
+"""Pools: routing across SIMs of several phones, caps and quiet hours, failover, and the
+pool as the public APIs show it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.core.cache import cache
+from django.db import close_old_connections, connection
+from django.test import Client
+from django.utils import timezone
+
+from devices import handoff, pools, tasks
+from devices.models import Device, Pool, PoolMember, SimSlot
+from gateway import services as accounts
+from messaging import lifecycle
+from messaging import services as messaging
+from messaging.lifecycle import Outcome
+from messaging.models import Message, Status
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    cache.clear()
+
+
+def online(*devices: Device) -> None:
+    Device.objects.filter(pk__in=[d.pk for d in devices]).update(last_seen_at=timezone.now())
+
+
+def make_pool(account: Any, sims: list[SimSlot], strategy: str = "round_robin", **kw: Any) -> Pool:
+    pool = pools.create_pool(account, "Fleet", strategy, **kw)
+    for sim in sims:
+        PoolMember.objects.create(pool=pool, sim=sim)
+    return pool
+
+
+def send(account: Any, pool: Pool | None, n: int, phone: str = "+4915752982{:03d}") -> list[int]:
+    target = pool.pk if pool is not None else None
+    return messaging.submit(
+        account,
+        [messaging.OutgoingSms(target, phone.format(i), f"Hello {i}") for i in range(n)],
+    )
+
+
+def share(ids: list[int]) -> Counter[tuple[int | None, int]]:
+    return Counter(Message.objects.filter(pk__in=ids).values_list("device_id", "sim"))
+
+
+@pytest.fixture
+def fleet(account, make_device):
+    """Two phones online: one with SIM 1 and 2, one with SIM 1; their slot rows."""
+    first = make_device(account, slots=(0, 1), title="A")
+    second = make_device(account, slots=(0,), title="B")
+    online(first, second)
+    return list(SimSlot.objects.filter(device__in=[first, second]).order_by("device_id", "slot"))
+
+
+# --- Strategies -----------------------------------------------------------------------------
+
+
+def test_round_robin_spreads_evenly_and_the_pool_id_never_collides_with_a_phone(account, fleet):
+    pool = make_pool(account, fleet)
+    assert not Device.objects.filter(pk=pool.pk).exists()  # not listed as a phone
+    assert Device.all_rows.get(pk=pool.pk).protocol == Device.Protocol.POOL
+    ids = send(account, pool, 299) + send(account, pool, 1)
+    assert sorted(share(ids).values()) == [100, 100, 100]
+    assert set(Message.objects.filter(pk__in=ids).values_list("pool_id", flat=True)) == {pool.pk}
+
+
+def test_weighted_follows_the_weights(account, fleet):
+    pool = pools.create_pool(account, "W", "weighted")
+    for sim, weight in zip(fleet, (1, 2, 3), strict=True):
+        PoolMember.objects.create(pool=pool, sim=sim, weight=weight)
+    ids = send(account, pool, 600)
+    counts = share(ids)
+    assert [counts[(s.device_id, s.slot)] for s in fleet] == [100, 200, 300]
+
+
+def test_least_loaded_fills_the_idle_and_fast_sims_first(account, fleet, make_message):
+    slow = fleet[2].device
+    Device.objects.filter(pk=slow.pk).update(delay_between_sms=20)  # 1 SMS / 20 s
+    pool = make_pool(account, fleet, "least_loaded")
+    # SIM 1 of phone A already has 30 messages waiting, sent to it directly.
+    for _ in range(30):
+        make_message(account, device=fleet[0].device, sim=0)
+    counts = share(send(account, pool, 60))
+    a1, a2, b1 = ((s.device_id, s.slot) for s in fleet)
+    # A's SIMs pace at 2 s (30 segments/min), B at 20 s: B gets about a tenth of A2's share.
+    assert counts[a2] > counts[a1] > counts[b1] >= 1
+    assert counts[a1] + 30 <= counts[a2] + 2  # A1's queue evens out with A2's
+
+
+def test_sticky_keeps_a_recipient_on_one_sim_and_moves_only_the_lost_sims_recipients(
+    account, fleet
+):
+    pool = make_pool(account, fleet, "sticky")
+    phones = [f"+49157529{i:05d}" for i in range(90)]
+    first = {
+        m.phone: (m.device_id, m.sim)
+        for m in Message.objects.filter(pk__in=send(account, pool, 90, "+49157529{:05d}"))
+    }
+    again = {
+        m.phone: (m.device_id, m.sim)
+        for m in Message.objects.filter(pk__in=send(account, pool, 90, "+49157529{:05d}"))
+    }
+    assert first == again and len(set(first.values())) == 3
+    assert min(Counter(first.values()).values()) >= 15  # spread, not all on one
+    # Phone B goes offline: only its recipients move; the others stay where they were.
+    Device.objects.filter(pk=fleet[2].device_id).update(last_seen_at=None)
+    moved = {
+        m.phone: (m.device_id, m.sim)
+        for m in Message.objects.filter(pk__in=send(account, pool, 90, "+49157529{:05d}"))
+    }
+    b = (fleet[2].device_id, 0)
+    for phone in phones:
+        if first[phone] != b:
+            assert moved[phone] == first[phone]
+        else:
+            assert moved[phone] != b
+
+
+def test_offline_disabled_draining_and_failing_sims_are_skipped_with_their_reasons(
+    account, fleet, make_device
+):
+    gone = make_device(account, slots=(0,), title="Gone")  # never seen
+    off = make_device(account, slots=(0,), title="Off", enabled=False)
+    online(off)
+    sims = [*fleet, gone.sims.get(), off.sims.get()]
+    pool = make_pool(account, sims)
+    PoolMember.objects.filter(pool=pool, sim=fleet[0]).update(draining=True)
+    PoolMember.objects.filter(pool=pool, sim=fleet[1]).update(failing=True)
+    reasons = {c.slot.pk: c.reason for c in pools.candidates(pool)}
+    assert reasons == {
+        fleet[0].pk: "draining",
+        fleet[1].pk: "failing: most of its recent SMS failed",
+        fleet[2].pk: None,
+        sims[3].pk: "phone offline",
+        sims[4].pk: "phone disabled",
+    }
+    assert set(share(send(account, pool, 10))) == {(fleet[2].device_id, 0)}
+
+
+def test_a_sim_whose_sms_mostly_fail_is_marked_failing_by_the_sweep(account, fleet):
+    pool = make_pool(account, fleet[:2])
+    device = fleet[0].device
+    ids = send(account, pool, 12)
+    leased = handoff.poll(device)
+    handoff.confirm(device, [m.id for m in leased.messages], leased.lease_id)
+    handoff.report(device, [Outcome(m.id, Status.GENERIC_FAILURE) for m in leased.messages])
+    assert len(leased.messages) >= 10  # both SIMs' messages: one phone
+    pools.sweep_pool(pool)
+    assert set(PoolMember.objects.filter(pool=pool).values_list("failing", flat=True)) == {True}
+    # Nothing more goes to a failing SIM: the next messages wait, saying why.
+    held = Message.objects.filter(pk__in=send(account, pool, 1)).get()
+    assert held.device_id is None and "failing" in held.hold_reason
+    assert ids
+
+
+# --- Caps and quiet hours ----------------------------------------------------------------
+
+
+def test_hourly_and_daily_caps_are_never_exceeded_and_the_rest_waits_with_the_reason(
+    account, fleet
+):
+    SimSlot.objects.filter(pk=fleet[0].pk).update(max_per_hour=3)
+    SimSlot.objects.filter(pk=fleet[1].pk).update(max_per_day=2)
+    pool = make_pool(account, fleet[:2])
+    device = fleet[0].device
+    Device.objects.filter(pk=device.pk).update(batch_size=100)
+    device.refresh_from_db()
+    ids = send(account, pool, 10)
+    counts = share(ids)
+    assert counts[(device.pk, 0)] == 3 and counts[(device.pk, 1)] == 2  # routed within caps
+    held = Message.objects.filter(pk__in=ids, device__isnull=True)
+    assert held.count() == 5
+    assert all("no SIM of the pool may send it now" in m.hold_reason for m in held)
+    # The phone is handed exactly its caps, however often it polls.
+    for _ in range(3):
+        result = handoff.poll(device)
+        handoff.confirm(device, [m.id for m in result.messages], result.lease_id)
+    leased = Counter(
+        Message.objects.filter(pk__in=ids, status=Status.TAKEN).values_list("sim", flat=True)
+    )
+    assert leased == {0: 3, 1: 2}
+    # Messages sent straight to a capped SIM wait too: the cap is the SIM's, not the pool's.
+    (direct,) = messaging.submit(account, [messaging.OutgoingSms(device.pk, "+4915700000", "x")])
+    assert direct not in {m.id for m in handoff.poll(device).messages}
+    assert Message.objects.get(pk=direct).status == Status.NEW
+
+
+def test_a_pool_whose_every_sim_is_capped_waits_and_resumes_at_the_next_window(account, fleet):
+    SimSlot.objects.filter(pk=fleet[0].pk).update(max_per_hour=2)
+    pool = make_pool(account, fleet[:1])
+    device = fleet[0].device
+    ids = send(account, pool, 5)
+    result = handoff.poll(device)
+    assert len(result.messages) == 2
+    handoff.confirm(device, [m.id for m in result.messages], result.lease_id)
+    assert pools.sweep_pool(pool) == 0  # still capped: nothing to route
+    waiting = Message.objects.filter(pk__in=ids, status=Status.NEW)
+    assert waiting.count() == 3 and not waiting.filter(device__isnull=False).exists()
+    assert "hourly cap reached until" in waiting.first().hold_reason
+    # An hour later (the sends' paced times moved back an hour), the window has room.
+    Message.objects.filter(pk__in=[m.id for m in result.messages]).update(
+        not_before_at=timezone.now() - timedelta(minutes=61)
+    )
+    assert pools.sweep_pool(pool) == 2
+    assert len(handoff.poll(device).messages) == 2
+
+
+def test_distinct_recipient_caps_let_known_recipients_through(account, fleet):
+    SimSlot.objects.filter(pk=fleet[0].pk).update(max_recipients_per_day=2)
+    device = fleet[0].device
+    Device.objects.filter(pk=device.pk).update(batch_size=100)
+    device.refresh_from_db()
+    requests = [
+        messaging.OutgoingSms(device.pk, phone, "x", sim=0)
+        for phone in ("+491570001", "+491570002", "+491570003", "+491570001", "+491570002")
+    ]
+    messaging.submit(account, requests)
+    result = handoff.poll(device)
+    assert sorted(m.phone for m in result.messages) == [
+        "+491570001",
+        "+491570001",
+        "+491570002",
+        "+491570002",
+    ]
+
+
+def _local(account: Any, at: time) -> datetime:
+    zone = ZoneInfo(account.time_zone)
+    return datetime.combine(timezone.now().astimezone(zone).date(), at, tzinfo=zone)
+
+
+def test_quiet_hours_hand_out_nothing_in_the_accounts_zone(account, fleet):
+    account.time_zone = "Asia/Tokyo"
+    account.save()
+    now = timezone.now().astimezone(ZoneInfo("Asia/Tokyo"))
+    start = (now - timedelta(hours=1)).time().replace(second=0, microsecond=0)
+    end = (now + timedelta(hours=1)).time().replace(second=0, microsecond=0)
+    SimSlot.objects.filter(pk=fleet[0].pk).update(quiet_from=start, quiet_until=end)
+    device = fleet[0].device
+    (message_id,) = messaging.submit(account, [messaging.OutgoingSms(device.pk, "+4915701", "x")])
+    assert handoff.poll(device).messages == []
+    (candidate,) = pools.candidates(make_pool(account, fleet[:1]))
+    assert candidate.reason == f"quiet hours until {end:%H:%M}"
+    # Outside them (the window moved to later today), the message goes.
+    later = (now + timedelta(hours=2)).time().replace(second=0, microsecond=0)
+    SimSlot.objects.filter(pk=fleet[0].pk).update(
+        quiet_from=later, quiet_until=(now + timedelta(hours=3)).time()
+    )
+    assert [m.id for m in handoff.poll(device).messages] == [message_id]
+
+
+def test_caps_hold_over_both_phone_protocols_over_http(account, make_user, make_device):
+    from tests.devices.test_device_api import DeviceApi
+    from tests.devices.test_smsgate_app import App, basic
+
+    user = make_user("pools@example.com", account=account)
+    app = App(Client())
+    assert app.register(basic(user.email, "correct horse battery")).status_code == 201
+    agent_device = make_device(account, slots=(0,), title="agent", imei="358240059999990")
+    from devices import services as device_services
+
+    paired, token = device_services.pair_with_login(
+        account, device_services.DeviceDetails(imei=agent_device.imei)
+    )
+    agent = DeviceApi(paired, token)
+    app_sim = SimSlot.objects.get(device_id=int(app.id), slot=0)
+    agent_sim = SimSlot.objects.get(device=paired, slot=0)
+    SimSlot.objects.filter(pk=app_sim.pk).update(max_per_hour=2)
+    SimSlot.objects.filter(pk=agent_sim.pk).update(max_per_hour=3)
+    online(paired, Device.objects.get(pk=int(app.id)))
+    pool = make_pool(account, [app_sim, agent_sim])
+    ids = send(account, pool, 12)
+    got_app: set[str] = set()
+    got_agent: set[int] = set()
+    for _ in range(3):
+        got_app |= {m["id"] for m in app.fetch()}
+        answer = agent("poll").json()
+        got_agent |= {m["id"] for m in answer["messages"]}
+        pools.sweep_pool(pool)
+    assert len(got_app) == 2 and len(got_agent) == 3
+    assert Message.objects.filter(pk__in=ids, status=Status.TAKEN).count() == 5
+    assert Message.objects.filter(pk__in=ids, status=Status.NEW).count() == 7
+
+
+# --- Failover ---------------------------------------------------------------------------
+
+
+def test_a_killed_phones_unconfirmed_leases_go_to_another_and_its_confirmed_ones_never(
+    account, fleet
+):
+    a, b = fleet[0].device, fleet[2].device
+    pool = make_pool(account, [fleet[0], fleet[2]])
+    ids = send(account, pool, 6)
+    on_a = list(Message.objects.filter(pk__in=ids, device=a).values_list("id", flat=True))
+    first = handoff.poll(a)
+    assert {m.id for m in first.messages} == set(on_a)
+    confirmed = on_a[:1]
+    handoff.confirm(a, confirmed, first.lease_id)
+    # A dies: no more polls (seen long ago), and its unconfirmed leases run out.
+    Device.objects.filter(pk=a.pk).update(last_seen_at=timezone.now() - timedelta(hours=1))
+    Message.objects.filter(pk__in=on_a[1:]).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    tasks.sweep_leases()
+    tasks.route_pools()
+    now_b = Message.objects.filter(pk__in=on_a[1:], device=b, status=Status.NEW)
+    assert now_b.count() == len(on_a) - 1
+    second = handoff.poll(b)
+    assert set(on_a[1:]) <= {m.id for m in second.messages}
+    # A comes back and confirms what its old poll offered: only what it still holds.
+    result = handoff.confirm(a, on_a, first.lease_id)
+    assert result.confirmed == [] or set(result.confirmed) <= set(confirmed)
+    # The confirmed one is never offered elsewhere; with no outcome it ends as unknown.
+    assert Message.objects.get(pk=confirmed[0]).device_id == a.pk
+    Message.objects.filter(pk=confirmed[0]).update(
+        outcome_deadline_at=timezone.now() - timedelta(seconds=1)
+    )
+    lifecycle.settle_overdue()
+    assert Message.objects.get(pk=confirmed[0]).status == Status.UNKNOWN
+
+
+def test_draining_or_removing_a_sim_moves_its_waiting_queue(account, fleet):
+    pool = make_pool(account, fleet)
+    ids = send(account, pool, 30)
+    PoolMember.objects.filter(pool=pool, sim=fleet[0]).update(draining=True)
+    PoolMember.objects.filter(pool=pool, sim=fleet[1]).delete()
+    assert pools.sweep_pool(pool) == 20
+    assert set(share(ids)) == {(fleet[2].device_id, 0)}
+    assert Message.objects.filter(pk__in=ids, status=Status.NEW).count() == 30  # none lost
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_sweeps_and_polls_racing_never_hand_a_message_out_twice(account, fleet):
+    pool = make_pool(account, fleet)
+    Device.objects.filter(pk__in=[s.device_id for s in fleet]).update(batch_size=50)
+    ids = set(send(account, pool, 600))
+    got: list[int] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def phone(device_id: int) -> None:
+        try:
+            device = Device.objects.get(pk=device_id)
+            for _ in range(30):
+                result = handoff.poll(device)
+                handoff.confirm(device, [m.id for m in result.messages], result.lease_id)
+                with lock:
+                    got.extend(m.id for m in result.messages)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    def churn() -> None:
+        try:
+            for i in range(30):
+                online_ids = [fleet[0].device_id] if i % 2 else [fleet[2].device_id]
+                Device.objects.filter(pk__in=[s.device_id for s in fleet]).update(
+                    last_seen_at=timezone.now() - timedelta(hours=1)
+                )
+                Device.objects.filter(pk__in=online_ids).update(last_seen_at=timezone.now())
+                pools.sweep_pool(pool)
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=phone, args=(d,)) for d in {s.device_id for s in fleet}]
+    threads.append(threading.Thread(target=churn))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(got) == len(set(got))  # none handed out twice
+    confirmed = Message.objects.filter(pk__in=ids, status=Status.TAKEN)
+    assert confirmed.count() == len(got)
+    assert Message.objects.filter(pk__in=ids).count() == 600  # none lost
+    assert connection.vendor == "postgresql"
+
+
+# --- In the public APIs -------------------------------------------------------------------
+
+
+def test_the_compat_api_shows_a_pool_as_a_device_and_sends_and_lists_through_it(
+    account, fleet, make_user
+):
+    user = make_user("compat@example.com", account=account)
+    token = accounts.compat_token(user.account)
+    pool = make_pool(account, fleet)
+    client = Client()
+    answer = client.post(
+        "/getdata/addsms",
+        {"token": token, "sendto": "+4915752982212", "body": "via pool", "device_id": pool.pk},
+    ).json()
+    assert answer["error"] == 0
+    message = Message.objects.get(pk=answer["sms_id"])
+    assert message.pool_id == pool.pk and message.device_id in {s.device_id for s in fleet}
+    listed = client.get("/getdata/getalldevices", {"token": token}).json()
+    assert listed["count"] == 3
+    entry = listed["device"][str(pool.pk)]
+    assert entry["title"] == "Fleet" and entry["pool"] is True
+    assert [s["Slot"] for s in entry["siminfo"]] == ["0", "1", "2"]
+    status = client.get("/getdata/getdevicestatus", {"token": token, "device_id": pool.pk}).json()
+    assert status["online"] is True and status["device_id"] == pool.pk
+    bulk = client.post(
+        "/getdata/addalotofsms",
+        {
+            "token": token,
+            "datajson": json.dumps(
+                {
+                    "smsdata": [
+                        {"sendto": f"+491575298{i:02d}", "body": "b", "device_id": pool.pk}
+                        for i in range(4)
+                    ]
+                }
+            ),
+        },
+    ).json()
+    assert bulk["error"] == 0
+    page = client.get("/getdata/getallsms", {"token": token, "device_id": pool.pk}).json()
+    assert len(page["smss"]) == 5
+
+
+def test_rest_sends_to_the_default_pool_or_a_named_one_and_shows_the_route(account, fleet):
+    _, secret = accounts.create_api_token(account, "tests")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    post = lambda body: api.post("/api/v1/messages", body, content_type="application/json")  # noqa: E731
+    no_pool = post({"to": "+4915752982212", "body": "hi"})
+    assert no_pool.status_code == 422 and "default pool" in json.dumps(no_pool.json())
+    pool = make_pool(account, fleet, is_default=True)
+    created = post({"to": "+4915752982212", "body": "hi"})
+    assert created.status_code == 201, created.content
+    (shown,) = created.json()["messages"]
+    assert shown["pool_id"] == pool.pk and shown["device_id"] in {s.device_id for s in fleet}
+    assert shown["hold_reason"] == ""
+    named = post({"to": "+4915752982212", "body": "hi", "pool": pool.pk})
+    assert named.status_code == 201
+    wrong = post({"to": "+4915752982212", "body": "hi", "pool": fleet[0].device_id})
+    assert wrong.status_code == 400 and "pool" in wrong.json()["errors"]
+    both = post({"to": "+4915752982212", "body": "hi", "pool": pool.pk, "device_id": 1})
+    assert both.status_code == 400
+
+
+def test_another_accounts_pool_is_not_found(account, fleet, make_account):
+    pool = make_pool(account, fleet)
+    other = make_account()
+    with pytest.raises(messaging.InvalidBatch, match="Device not found"):
+        messaging.submit(other, [messaging.OutgoingSms(pool.pk, "+4915752982212", "x")])
