@@ -17,7 +17,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
-from devices import wake
+from devices import pools, wake
 from devices.models import Device
 from devices.queries import DeviceNotFound, get_device, sim_slots_by_device
 from gateway import inputs
@@ -138,10 +138,14 @@ def delete_contact(account: Account, contact_id: int) -> None:
 
 
 def check_sender(account: Account, device_id: int, sim: int) -> Device:
-    """The account's device that a newsletter would send from, if it has the SIM slot.
+    """The account's device that a newsletter would send from, if it has the SIM slot, or
+    the handle of the account's pool with that id (the pool picks each message's SIM).
 
     Raises DeviceNotFound, or InvalidMessage on the ``sim`` field. Reads only.
     """
+    pool = pools.pools_by_id(account, [device_id]).get(device_id)
+    if pool is not None:  # a pool picks the SIM of each message
+        return pool.handle
     device = get_device(account, device_id)
     if sim not in sim_slots_by_device(account, [device.pk]).get(device.pk, set()):
         raise InvalidMessage(f"Device has no SIM slot {sim}", field="sim")

@@ -49,6 +49,7 @@ class Lease:
     lease_expires_at: datetime
     send_at: datetime
     created_at: datetime
+    pool_id: int | None = None
 
     @property
     def served_id(self) -> str:
@@ -56,7 +57,7 @@ class Lease:
 
     @property
     def valid_until(self) -> datetime:
-        return valid_until(self.send_at)
+        return valid_until(self.send_at, self.not_before_at if self.pool_id else None)
 
 
 @dataclass
@@ -80,6 +81,7 @@ def _lease_of(row: dict[str, Any]) -> Lease:
         lease_expires_at=row["lease_expires_at"],
         send_at=row["send_at"],
         created_at=row["created_at"],
+        pool_id=row["pool_id"],
     )
 
 
@@ -94,6 +96,7 @@ _LEASE_FIELDS = (
     "lease_expires_at",
     "send_at",
     "created_at",
+    "pool_id",
 )
 
 # A phone protocol whose phone starts sending without confirming first (the SMSGate app:
@@ -106,9 +109,14 @@ FENCE_MARGIN = timedelta(minutes=10)
 DEFAULT_FENCE_HOURS = 7 * 24
 
 
-def valid_until(send_at: datetime) -> datetime:
-    """The last moment a phone may send a message whose send time is ``send_at``."""
-    return send_at + timedelta(hours=settings.MESSAGE_EXPIRY_HOURS or DEFAULT_FENCE_HOURS)
+def valid_until(send_at: datetime, pooled_at: datetime | None = None) -> datetime:
+    """The last moment a phone may send a message whose send time is ``send_at``; for a
+    pooled one handed out for ``pooled_at``, sooner (POOL_VALID_SECONDS after it), so that
+    what a silent phone was served can go back to the pool (docs/pools.md)."""
+    last = send_at + timedelta(hours=settings.MESSAGE_EXPIRY_HOURS or DEFAULT_FENCE_HOURS)
+    if pooled_at is not None:
+        return min(last, pooled_at + timedelta(seconds=settings.POOL_VALID_SECONDS))
+    return last
 
 
 class Pacer:
@@ -246,9 +254,9 @@ def poll(
                     _due(device, [sim], now)
                     .order_by("-urgent", "send_at", "id")
                     .select_for_update(skip_locked=True)
-                    .values_list("id", "urgent", "segments", "send_at", "phone")[:room]
+                    .values_list("id", "urgent", "segments", "send_at", "phone", "pool_id")[:room]
                 )
-                for message_id, urgent, segments, due_at, phone in candidates:
+                for message_id, urgent, segments, due_at, phone, pool_id in candidates:
                     if quota is not None and not quota.admit(phone):
                         continue
                     send_at = pacer.schedule(now, urgent, segments)
@@ -256,7 +264,7 @@ def poll(
                         pacer.recent.pop()  # not handed out now: give the slot back
                         break
                     expires = (
-                        valid_until(due_at) + FENCE_MARGIN
+                        valid_until(due_at, send_at if pool_id else None) + FENCE_MARGIN
                         if fenced
                         else send_at + timedelta(seconds=settings.DEVICE_LEASE_SECONDS)
                     )

@@ -485,6 +485,10 @@ if WEBHOOK_TIMEOUT_SECONDS > 25:
 # to report an outcome after a confirmed message's send time before it ends "unknown".
 DEVICE_LEASE_SECONDS = env_int("DEVICE_LEASE_SECONDS", 60, minimum=1)
 DEVICE_OUTCOME_SECONDS = env_int("DEVICE_OUTCOME_SECONDS", 15 * 60, minimum=1)
+# Pools: seconds after its paced send time an SMSGate app phone may still send a pooled
+# message it fetched (its validUntil). Past that plus a 10-minute margin, a pooled message
+# that phone never reported goes back to the pool (docs/pools.md).
+POOL_VALID_SECONDS = env_int("POOL_VALID_SECONDS", 10 * 60, minimum=60)
 # Long polls waiting at once per web process (each holds a thread); see docs/operations.md.
 # By default all but 4 of the process's threads (WEB_THREADS, as given to gunicorn).
 WEB_THREADS = env_int("WEB_THREADS", 16, minimum=1)

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from contacts.models import Newsletter
 from devices import pools, queries, wake
-from devices.models import Device, PhoneWebhookReceipt
+from devices.models import Device, PhoneWebhookReceipt, Pool
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone, split_recipients
 from messaging import lifecycle, webhooks
@@ -385,10 +385,14 @@ def store_newsletter(newsletter: Newsletter, recipients: tuple[str, list[Any]]) 
     phone) constraint), so a repeated run writes nothing. Returns how many were written.
     """
     now = timezone.now()
+    # A newsletter sent to a pool (its device is the pool's handle) is written held, then
+    # routed as one batch, like a pooled addalotofsms.
+    sender = newsletter.device_id
+    pool_id = sender if sender is not None and Pool.objects.filter(pk=sender).exists() else None
     constants = _row(
         newsletter.account_id,
-        newsletter.device_id,
-        newsletter.sim,
+        None if pool_id else newsletter.device_id,
+        0 if pool_id else newsletter.sim,
         None,
         None,
         newsletter.body,
@@ -397,6 +401,7 @@ def store_newsletter(newsletter: Newsletter, recipients: tuple[str, list[Any]]) 
         segment_count(newsletter.body),
         now,
         newsletter_id=newsletter.pk,
+        pool_id=pool_id,
     )
     from_recipient = ("phone", "phone_raw")
     select = ", ".join("r.phone" if c in from_recipient else "%s" for c in _MESSAGE_COLUMNS)
@@ -410,7 +415,33 @@ def store_newsletter(newsletter: Newsletter, recipients: tuple[str, list[Any]]) 
             f"SELECT {select} FROM ({sql}) r WHERE true ON CONFLICT DO NOTHING",
             [*params, *recipient_params],
         )
-        return max(cursor.rowcount, 0)
+        written = max(cursor.rowcount, 0)
+    if pool_id is not None and written:
+        _route_newsletter(newsletter.pk, pool_id)
+    return written
+
+
+def _route_newsletter(newsletter_id: int, pool_id: int, chunk: int = 10_000) -> None:
+    """Routes for a pooled newsletter's fresh messages, one UPDATE per route and chunk."""
+    rows = list(
+        Message.objects.filter(
+            newsletter_id=newsletter_id, pool_id=pool_id, device__isnull=True, status=Status.NEW
+        )
+        .order_by("id")
+        .values_list("id", "phone")
+    )
+    by_route: dict[pools.Route, list[int]] = {}
+    for (message_id, _), target in zip(
+        rows, pools.route(pool_id, [phone for _, phone in rows]), strict=True
+    ):
+        by_route.setdefault(target, []).append(message_id)
+    for (device_id, sim, reason), ids in by_route.items():
+        for start in range(0, len(ids), chunk):
+            Message.objects.filter(pk__in=ids[start : start + chunk]).update(
+                device_id=device_id, sim=sim, hold_reason=reason
+            )
+    targets = {device_id for device_id, _, _ in by_route if device_id is not None}
+    transaction.on_commit(lambda: wake.ring(targets))
 
 
 def get_message(account: Account, message_id: int) -> Message:

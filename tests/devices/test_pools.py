@@ -331,6 +331,43 @@ def test_a_killed_phones_unconfirmed_leases_go_to_another_and_its_confirmed_ones
     assert Message.objects.get(pk=confirmed[0]).status == Status.UNKNOWN
 
 
+def test_an_app_phone_that_fetched_and_died_is_fenced_by_its_valid_until_then_bypassed(
+    account, fleet, make_user, settings
+):
+    from tests.devices.test_smsgate_app import App, basic
+
+    settings.POOL_VALID_SECONDS = 300
+    user = make_user("fence@example.com", account=account)
+    app = App(Client())
+    assert app.register(basic(user.email, "correct horse battery")).status_code == 201
+    phone = Device.objects.get(pk=int(app.id))
+    online(phone)
+    pool = make_pool(account, [SimSlot.objects.get(device=phone, slot=0), fleet[2]])
+    ids = send(account, pool, 2)
+    (served,) = app.fetch()
+    message = Message.objects.get(pk=int(served["id"].split("-")[0]))
+    # The phone refuses to send it after validUntil: its paced time + POOL_VALID_SECONDS.
+    valid = datetime.fromisoformat(served["validUntil"])
+    assert abs((valid - message.not_before_at).total_seconds() - 300) < 1
+    assert message.lease_expires_at == message.not_before_at + timedelta(seconds=300) + (
+        handoff.FENCE_MARGIN
+    )
+    # The phone dies. Before the fence runs out, the message stays its own.
+    Device.objects.filter(pk=phone.pk).update(last_seen_at=timezone.now() - timedelta(hours=1))
+    tasks.sweep_leases()
+    tasks.route_pools()
+    assert Message.objects.get(pk=message.pk).status == Status.TAKEN
+    # Past the fence the phone can no longer send it: it goes back to the pool, and on.
+    Message.objects.filter(pk=message.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    tasks.sweep_leases()
+    tasks.route_pools()
+    moved = Message.objects.get(pk=message.pk)
+    assert (moved.status, moved.device_id) == (Status.NEW, fleet[2].device_id)
+    assert {m.id for m in handoff.poll(fleet[2].device).messages} == set(ids)
+
+
 def test_draining_or_removing_a_sim_moves_its_waiting_queue(account, fleet):
     pool = make_pool(account, fleet)
     ids = send(account, pool, 30)
@@ -433,6 +470,48 @@ def test_the_compat_api_shows_a_pool_as_a_device_and_sends_and_lists_through_it(
     assert bulk["error"] == 0
     page = client.get("/getdata/getallsms", {"token": token, "device_id": pool.pk}).json()
     assert len(page["smss"]) == 5
+
+
+def test_a_newsletter_to_a_pool_is_spread_over_its_sims(account, fleet, make_user):
+    from contacts import services as contacts
+    from contacts.models import Tag
+
+    user = make_user("news@example.com", account=account)
+    token = accounts.compat_token(user.account)
+    tag = Tag.objects.create(account=account, title="all")
+    for i in range(30):
+        contacts.save_contact(account, f"+4915700000{i:03d}", tag_ids=[tag.pk])
+    pool = make_pool(account, fleet)
+    answer = (
+        Client()
+        .post(
+            "/getdata/savepaket",
+            {
+                "token": token,
+                "title": "Sale",
+                "device_id": pool.pk,
+                "body": "50% off",
+                "tags": tag.pk,
+            },
+        )
+        .json()
+    )
+    assert answer["error"] == 0, answer
+    assert contacts.fan_out(answer["paket_id"]) == 30
+    sent = Message.objects.filter(newsletter_id=answer["paket_id"])
+    assert set(sent.values_list("pool_id", flat=True)) == {pool.pk}
+    assert sorted(share(list(sent.values_list("pk", flat=True))).values()) == [10, 10, 10]
+    # No SIM may send: the newsletter's messages are held with the reason, then routed.
+    Device.objects.filter(pk__in={s.device_id for s in fleet}).update(enabled=False)
+    later = contacts.create_newsletter(
+        account, title="Later", device_id=pool.pk, sim=0, body="b", tag_ids=[tag.pk]
+    )
+    assert contacts.fan_out(later.pk) == 30
+    held = Message.objects.filter(newsletter=later)
+    assert set(held.values_list("device_id", flat=True)) == {None}
+    assert "phone disabled" in held.first().hold_reason
+    Device.objects.filter(pk__in={s.device_id for s in fleet}).update(enabled=True)
+    assert pools.sweep() == 30 and not held.filter(device__isnull=True).exists()
 
 
 def test_rest_sends_to_the_default_pool_or_a_named_one_and_shows_the_route(account, fleet):
