@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,6 +67,8 @@ class PollResult:
     next_poll_seconds: int
     # The identity of this poll's lease on ``messages``; confirm must present it.
     lease_id: uuid.UUID | None = None
+    # Confirmed pooled messages the server asks the phone to give back (devices.pools).
+    revoke: list[int] = field(default_factory=list)
 
 
 def _lease_of(row: dict[str, Any]) -> Lease:
@@ -193,6 +195,16 @@ def _cancellations(device: Device, now: datetime) -> list[int]:
     )
 
 
+def _revocations(device: Device) -> list[int]:
+    return list(
+        Message.objects.filter(
+            device=device, status=Status.TAKEN, revoke_requested_at__isnull=False
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:100]
+    )
+
+
 def return_expired_leases(device: Device | None = None, *, limit: int = 1000) -> int:
     """Unconfirmed leases past their expiry go back to NEW (the phone never got them or
     crashed before confirming). Bounded; idempotent. Returns how many moved."""
@@ -232,6 +244,7 @@ def poll(
         held = lifecycle.take_over_leases(device, [row["id"] for row in leases], lease_id)
         leases = [row for row in leases if row["id"] in held]
     cancelled = _cancellations(device, now)
+    revoke = [] if fenced else _revocations(device)
     room = device.batch_size - len(leases)
     horizon = now + timedelta(seconds=device.delay_between_requests + 30)
     if room > 0 and device.enabled and _due(device, sims, now).exists():
@@ -280,6 +293,7 @@ def poll(
         cancelled=cancelled,
         next_poll_seconds=device.delay_between_requests,
         lease_id=lease_id if leases else None,
+        revoke=revoke,
     )
 
 
@@ -343,13 +357,38 @@ class ReportResult:
     status: int | None  # the message's status afterwards (None: not this device's)
 
 
+# A report's "status" that is no outcome: the phone has not sent the message it was asked
+# to give back (PollResult.revoke) and never will (devices.pools.take_back).
+REVOKED = 0
+
+
 def report(device: Device, outcomes: list[Outcome]) -> list[ReportResult]:
     """Apply the phone's outcome reports; each item on its own, idempotent, monotonic.
 
     A report about another device's (or no) message is refused for that item only. Moves
     that the lifecycle forbids (a "sent" after "delivered") are refused and change nothing.
+    REVOKED items hand messages back to their pool (applied), or are refused where no
+    revocation was asked for; "unchanged" when it was handed back already.
     """
-    results = lifecycle.record_outcomes(device, outcomes)
+    given = [o.message_id for o in outcomes if o.status == REVOKED]
+    back = pools.take_back(device, given) if given else lifecycle.MoveResult()
+    done = set(back.moved)
+    back_again = set(
+        Message.objects.filter(
+            id__in=[i for i in given if i not in done], revoked_from=device.pk
+        ).values_list("id", flat=True)
+    )
+    recorded = iter(lifecycle.record_outcomes(device, [o for o in outcomes if o.status != REVOKED]))
+    results = []
+    for item in outcomes:
+        if item.status != REVOKED:
+            results.append(next(recorded))
+        elif item.message_id in done:
+            results.append("applied")
+            done.discard(item.message_id)
+            back_again.add(item.message_id)
+        else:
+            results.append("unchanged" if item.message_id in back_again else "refused")
     statuses = dict(
         Message.objects.filter(id__in=[o.message_id for o in outcomes], device=device).values_list(
             "id", "status"
@@ -465,17 +504,22 @@ def _aware(value: datetime) -> datetime:
 
 def cancelling(device: Device, now: datetime | None = None) -> list[Lease]:
     """Cancelled messages this device was served and has not answered about: the phone is
-    told (again, on every fetch) until it does, or until it can no longer send them."""
+    told (again, on every fetch) until it does, or until it can no longer send them. Also
+    the pooled messages it is asked to give back (devices.pools): its "Cancelled" answer
+    hands them back to the pool."""
     now = now or timezone.now()
     # Sent before this, a message is past its valid_until (and margin): the phone refuses it.
     oldest = now - (valid_until(now) - now) - FENCE_MARGIN
-    rows = (
-        Message.objects.filter(
-            device=device, status=Status.CANCELLED, lease_id__isnull=False, send_at__gte=oldest
-        )
-        .order_by("send_at", "id")
-        .values(*_LEASE_FIELDS)[:100]
+    cancelled = Message.objects.filter(
+        device=device, status=Status.CANCELLED, lease_id__isnull=False, send_at__gte=oldest
     )
+    revoked = Message.objects.filter(
+        device=device, status=Status.TAKEN, revoke_requested_at__isnull=False
+    )
+    rows = [
+        *cancelled.order_by("send_at", "id").values(*_LEASE_FIELDS)[:100],
+        *revoked.order_by("id").values(*_LEASE_FIELDS)[:100],
+    ]
     return [_lease_of(row) for row in rows]
 
 

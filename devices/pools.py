@@ -23,8 +23,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
@@ -32,7 +34,8 @@ from django.utils import timezone
 from devices import queries, wake
 from devices.models import Device, Pool, PoolMember, SimSlot
 from gateway.models import Account
-from messaging.models import FAILURES, OUTCOMES, Message, Status
+from messaging import lifecycle
+from messaging.models import CONFIRMED, FAILURES, OUTCOMES, Message, Status
 
 # Statuses that mean "this SIM was handed the message" for its caps (a lease returned to
 # the queue is NEW again and stops counting).
@@ -448,13 +451,26 @@ def sweep_pool(pool: Pool, *, limit: int = 5000, now: datetime | None = None) ->
         )
         if connection.vendor == "postgresql":
             stranded = stranded.select_for_update(skip_locked=True, of=("self",))
-        rows = list(stranded.values_list("id", "phone", "device_id", "sim", "hold_reason")[:limit])
+        rows = list(
+            stranded.values_list("id", "phone", "device_id", "sim", "hold_reason", "revoked_from")[
+                :limit
+            ]
+        )
+        _request_revocations(pool, found, now)
         if not rows:
             return 0
-        routes = _choose(pool, found, [r[1] for r in rows])
-        for (message_id, _, device_id, sim, reason), target in zip(rows, routes, strict=True):
-            if target != (device_id, sim, reason):
-                moved[target].append(message_id)
+        # A message a phone gave back never goes to that phone again.
+        by_exclusion: dict[int | None, list[tuple[Any, ...]]] = defaultdict(list)
+        for row in rows:
+            by_exclusion[row[5]].append(row)
+        for excluded, group in by_exclusion.items():
+            allowed = [c for c in found if c.device.pk != excluded]
+            routes = _choose(pool, allowed, [r[1] for r in group])
+            for (message_id, _, device_id, sim, reason, _), target in zip(
+                group, routes, strict=True
+            ):
+                if target != (device_id, sim, reason):
+                    moved[target].append(message_id)
         for (to_device, to_sim, why), ids in moved.items():
             # Only while still waiting: a phone that claimed it meanwhile keeps it.
             Message.objects.filter(pk__in=ids, status=Status.NEW).update(
@@ -467,17 +483,76 @@ def sweep_pool(pool: Pool, *, limit: int = 5000, now: datetime | None = None) ->
     return sum(len(ids) for (d, _, _), ids in moved.items() if d is not None)
 
 
+def _request_revocations(pool: Pool, found: list[Candidate], now: datetime) -> None:
+    """Ask phones to give back the pool's confirmed messages that have had no outcome for
+    POOL_REVOKE_SECONDS after their send time, where another phone of the pool may send
+    them now. Only the phone's answer moves them (take_back); a phone that never answers
+    keeps them, and they end unknown (22) at their deadline, never sent twice."""
+    eligible = {c.device.pk for c in found if c.reason is None}
+    if not eligible:
+        return
+    # outcome_deadline_at is the send time + DEVICE_OUTCOME_SECONDS (or later): this bound
+    # implies "sent before now - POOL_REVOKE_SECONDS" and reads the outcome-deadline index.
+    cutoff = now - timedelta(seconds=settings.POOL_REVOKE_SECONDS - settings.DEVICE_OUTCOME_SECONDS)
+    overdue = Message.objects.filter(
+        CONFIRMED,
+        pool=pool,
+        outcome_deadline_at__lt=cutoff,
+        outcome_deadline_at__gte=now,
+        revoke_requested_at__isnull=True,
+    )
+    asked = set()
+    for device_id in {c.device.pk for c in found}:
+        if eligible - {device_id} and overdue.filter(device_id=device_id).update(
+            revoke_requested_at=now
+        ):
+            asked.add(device_id)
+    if asked:
+        transaction.on_commit(lambda: wake.ring(asked))
+
+
+def take_back(device: Device, message_ids: Iterable[int]) -> lifecycle.MoveResult:
+    """The phone says it has not sent these messages it was asked to give back, and never
+    will: they return to their pools, held for routing to any other phone (see
+    _request_revocations), and the pools are swept at once."""
+    with transaction.atomic():
+        result = lifecycle.return_revoked(device, message_ids, source=f"device {device.pk}")
+        if result.moved:
+            Message.objects.filter(pk__in=result.moved, status=Status.NEW).update(
+                device=None, sim=0, hold_reason=f"given back by phone #{device.pk}; routing"
+            )
+            pool_ids = set(
+                Message.objects.filter(pk__in=result.moved).values_list("pool_id", flat=True)
+            )
+            for pool in Pool.objects.filter(pk__in=pool_ids):
+                sweep_pool(pool)
+    return result
+
+
 def sweep(*, limit: int = 5000) -> int:
     """Beat: every pool with waiting messages, swept (see sweep_pool)."""
     now = timezone.now()
     total = 0
-    pool_ids = (
+    waiting = (
         Message.objects.filter(status=Status.NEW, pool__isnull=False)
         .values_list("pool_id", flat=True)
         .distinct()
         .order_by()
     )
-    for pool in Pool.objects.filter(pk__in=list(pool_ids)):
+    overdue = (
+        Message.objects.filter(
+            CONFIRMED,
+            pool__isnull=False,
+            revoke_requested_at__isnull=True,
+            outcome_deadline_at__gte=now,
+            outcome_deadline_at__lt=now
+            - timedelta(seconds=settings.POOL_REVOKE_SECONDS - settings.DEVICE_OUTCOME_SECONDS),
+        )
+        .values_list("pool_id", flat=True)
+        .distinct()
+        .order_by()
+    )
+    for pool in Pool.objects.filter(pk__in={*waiting, *overdue}):
         total += sweep_pool(pool, limit=limit, now=now)
     return total
 

@@ -74,6 +74,9 @@ def _fields_for(
         fields["lease_expires_at"] = None
         fields["lease_id"] = None
         fields["not_before_at"] = None
+        fields["confirmed_at"] = None
+        fields["outcome_deadline_at"] = None
+        fields["revoke_requested_at"] = None
     elif target == Status.SENT:
         first_time["sent_at"] = now
     elif target == Status.DELIVERED:
@@ -509,6 +512,22 @@ def return_unconfirmed(
         where=where,
         source=source,
     ).moved
+
+
+def return_revoked(device: Device, message_ids: Iterable[int], *, source: str) -> MoveResult:
+    """Confirmed messages the server asked this phone to give back, and that the phone says
+    it has not sent and never will: TAKEN -> NEW, remembering the phone (``revoked_from``)
+    so the pool routes them elsewhere. Only messages with a revocation request move: a
+    phone cannot hand back what nobody asked for. Idempotent."""
+    return _move(
+        message_ids,
+        Status.NEW,
+        device=device,
+        only_from=[Status.TAKEN],
+        where=CONFIRMED & Q(revoke_requested_at__isnull=False),
+        extra={"revoked_from": device.pk},
+        source=source,
+    )
 
 
 def cancel_unconfirmed(message_ids: Iterable[int], *, account: Account, source: str) -> list[int]:

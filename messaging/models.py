@@ -164,6 +164,11 @@ class Message(models.Model):
         db_index=False,
     )
     hold_reason = models.CharField(max_length=200, blank=True)
+    # Pools: the server asked the phone holding this confirmed message to give it back
+    # (it had no outcome long after its send time); and the phone that did give one back,
+    # which the pool never routes it to again (devices.pools.take_back).
+    revoke_requested_at = models.DateTimeField(null=True, blank=True)
+    revoked_from = models.BigIntegerField(null=True, blank=True)
     phone = models.CharField(max_length=32, help_text="Normalized recipient (or sender).")
     phone_raw = models.CharField(max_length=64, blank=True, help_text="As the client sent it.")
     body = models.TextField()
@@ -281,6 +286,12 @@ class Message(models.Model):
                 fields=["outcome_deadline_at"],
                 name="message_outcome_due_idx",
                 condition=CONFIRMED,
+            ),
+            # Pooled messages a phone is asked to give back, per device (its polls list them).
+            models.Index(
+                fields=["device"],
+                name="message_revoke_idx",
+                condition=Q(status=Status.TAKEN, revoke_requested_at__isnull=False),
             ),
         ]
         constraints = [

@@ -128,7 +128,8 @@ class Journal:
     States: offered (the server offered it; we are confirming) -> confirmed (we own it; not
     yet sent) -> sending (sending started) -> done (outcome known, maybe not reported yet)
     -> reported. Also "refused" (the server did not confirm it: not ours to send) and
-    "cancelled".
+    "cancelled"; a message given back to the server (revoked) is "done" with outcome
+    "revoked".
     """
 
     def __init__(self, path: Path) -> None:
@@ -549,6 +550,12 @@ class Agent:
             entry = self.journal.entries.get(message_id)
             if entry and entry.get("state") == "confirmed":
                 self.journal.record(message_id, state="cancelled")
+        # The server asks for messages back (another phone of its pool will send them):
+        # give back what we have not started sending; the rest get their real outcome.
+        for message_id in answer.get("revoke", []):
+            entry = self.journal.entries.get(message_id)
+            if entry and entry.get("state") == "confirmed":
+                self.journal.record(message_id, state="done", outcomes=[["revoked", ""]])
         lease = answer.get("lease")
         for message in messages:
             entry = self.journal.entries.get(message["id"], {})

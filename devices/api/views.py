@@ -203,12 +203,14 @@ assert set(OUTCOME_NAMES.values()) == OUTCOMES
 
 class OutcomeField(serializers.Field):
     def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and data.lower() == "revoked":
+            return handoff.REVOKED  # not an outcome: the phone gives the message back
         if isinstance(data, str) and data.lower() in OUTCOME_NAMES:
             return OUTCOME_NAMES[data.lower()]
         if isinstance(data, int) and not isinstance(data, bool) and data in OUTCOME_NAMES.values():
             return data
         raise serializers.ValidationError(
-            f"status must be one of {sorted(OUTCOME_NAMES)} or codes 6-12, 100, 101"
+            f"status must be one of {sorted([*OUTCOME_NAMES, 'revoked'])} or codes 6-12, 100, 101"
         )
 
     def to_representation(self, value: int) -> int:
@@ -335,6 +337,7 @@ class PollView(DeviceView):
                 ],
                 "lease": str(result.lease_id) if result.lease_id else None,
                 "cancelled": result.cancelled,
+                "revoke": result.revoke,
                 "poll_interval": result.next_poll_seconds,
                 "delay_between_sms": device.delay_between_sms,
                 "server_time": _time(timezone.now()),

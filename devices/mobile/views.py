@@ -29,7 +29,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from devices import handoff, queries, services
+from devices import handoff, pools, queries, services
 from devices.mobile import wire
 from devices.models import Device
 from gateway import inputs
@@ -269,6 +269,9 @@ def _apply_states(phone: Device, reports: list[tuple[str, str, str | None, str]]
             owner = owners[row.device_id]
             outcome = wire.OUTCOME_OF.get(recipient_state or state)
             if state == wire.CANCELLED or recipient_state == wire.CANCELLED:
+                # A pooled message it was asked to give back goes back to its pool.
+                if row.status == Status.TAKEN and pools.take_back(owner, [row.id]).moved:
+                    continue
                 if row.status != Status.CANCELLED:
                     messaging.cancel(owner.account, [row.id], source=f"device {owner.pk}")
                 handoff.acknowledge_cancel(owner, [row.id])

@@ -300,3 +300,49 @@ def test_a_replaced_token_is_a_plain_error_that_says_pair_again(live_server, tmp
         )
     line = plain_error(agent_command(old, "run", "--sender", "simulated", "--loops", "1"))
     assert "no longer accepts this device's token" in line and "pair it again" in line
+
+
+def test_the_agent_gives_back_what_it_was_asked_for_and_had_not_sent(
+    live_server, tmp_path, make_user, make_device
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from devices import pools, tasks
+    from devices.models import PoolMember, SimSlot
+    from messaging import services as messaging
+
+    user = make_user("revoke@example.com", "revoke-password")
+    device = pair(live_server, tmp_path, user)
+    other = make_device(user.account, title="other")
+    Device.objects.filter(pk__in=[device.pk, other.pk]).update(last_seen_at=timezone.now())
+    pool = pools.create_pool(user.account, "Fleet")
+    for sim in SimSlot.objects.filter(device__in=[device, other], slot=0):
+        PoolMember.objects.create(pool=pool, sim=sim)
+    ids = messaging.submit(
+        user.account, [messaging.OutgoingSms(pool.pk, f"+4915752982{i:03d}", "hi") for i in (1, 2)]
+    )
+    mine = Message.objects.get(pk__in=ids, device=device)
+    token = json.loads((tmp_path / "device.json").read_text())["token"]
+    sender = sms_agent.SimulatedSender()
+    agent = sms_agent.Agent(
+        sms_agent.Api(live_server.url, token), sender, sms_agent.Journal(tmp_path / "j.log"), wait=0
+    )
+    agent.poll_once(0)  # offered and confirmed, not sent yet
+    assert Message.objects.get(pk=mine.pk).confirmed_at is not None
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Message.objects.filter(pk=mine.pk).update(
+        not_before_at=long_ago, outcome_deadline_at=long_ago + timedelta(minutes=15)
+    )
+    tasks.route_pools()  # the server asks for it back
+    agent.poll_once(0)
+    agent.report_pending()
+    agent.send_confirmed()
+    assert sender.sent == []  # given back, never sent
+    moved = Message.objects.get(pk=mine.pk)
+    assert (moved.status, moved.device_id, moved.revoked_from) == (
+        Status.NEW,
+        other.pk,
+        device.pk,
+    )

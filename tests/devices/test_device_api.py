@@ -147,6 +147,7 @@ def test_poll_confirm_report_round_trip(api):
         "messages",
         "lease",
         "cancelled",
+        "revoke",
         "poll_interval",
         "delay_between_sms",
         "server_time",

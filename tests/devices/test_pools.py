@@ -366,6 +366,84 @@ def test_an_app_phone_that_fetched_and_died_is_fenced_by_its_valid_until_then_by
     assert {m.id for m in handoff.poll(fleet[2].device).messages} == set(ids)
 
 
+def overdue(*ids: int) -> None:
+    """As if the phone had confirmed these POOL_REVOKE_SECONDS (and more) ago."""
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Message.objects.filter(pk__in=ids).update(
+        not_before_at=long_ago, outcome_deadline_at=long_ago + timedelta(minutes=15)
+    )
+
+
+def test_a_stuck_confirmed_message_is_asked_back_and_goes_elsewhere_only_once_given(account, fleet):
+    a, b = fleet[0].device, fleet[2].device
+    pool = make_pool(account, [fleet[0], fleet[2]])
+    ids = send(account, pool, 2)
+    (on_a,) = Message.objects.filter(pk__in=ids, device=a).values_list("id", flat=True)
+    first = handoff.poll(a)
+    handoff.confirm(a, [on_a], first.lease_id)
+    assert handoff.poll(a).revoke == []  # not overdue yet
+    overdue(on_a)
+    tasks.route_pools()
+    assert handoff.poll(a).revoke == [on_a]
+    # Asked is not given: it stays A's until A answers.
+    tasks.route_pools()
+    assert Message.objects.get(pk=on_a).device_id == a.pk
+    back = handoff.report(a, [Outcome(on_a, handoff.REVOKED)])
+    assert [r.result for r in back] == ["applied"]
+    moved = Message.objects.get(pk=on_a)
+    assert (moved.status, moved.device_id, moved.revoked_from) == (Status.NEW, b.pk, a.pk)
+    assert moved.confirmed_at is None and moved.revoke_requested_at is None
+    assert on_a in {m.id for m in handoff.poll(b).messages}
+    # Repeated: unchanged; a late "sent" from A is refused: it is no longer A's.
+    assert [r.result for r in handoff.report(a, [Outcome(on_a, handoff.REVOKED)])] == ["unchanged"]
+    assert [r.result for r in handoff.report(a, [Outcome(on_a, Status.SENT)])] == ["refused"]
+    # B's own message was never asked for: giving back what nobody asked for is refused.
+    (on_b,) = (
+        Message.objects.filter(pk__in=ids, device=b).exclude(pk=on_a).values_list("id", flat=True)
+    )
+    assert [r.result for r in handoff.report(b, [Outcome(on_b, handoff.REVOKED)])] == ["refused"]
+
+
+def test_nothing_is_asked_back_when_no_other_phone_may_send_it(account, fleet):
+    a = fleet[0].device
+    pool = make_pool(account, [fleet[0], fleet[1]])  # two SIMs of one phone
+    ids = send(account, pool, 2)
+    lease = handoff.poll(a)
+    handoff.confirm(a, ids, lease.lease_id)
+    overdue(*ids)
+    tasks.route_pools()
+    assert handoff.poll(a).revoke == []
+    assert not Message.objects.filter(revoke_requested_at__isnull=False).exists()
+
+
+def test_an_app_phone_gives_back_a_stuck_message_by_answering_cancelling_with_cancelled(
+    account, fleet, make_user
+):
+    from tests.devices.test_smsgate_app import App, basic
+
+    user = make_user("revoke@example.com", account=account)
+    app = App(Client())
+    assert app.register(basic(user.email, "correct horse battery")).status_code == 201
+    phone = Device.objects.get(pk=int(app.id))
+    online(phone)
+    pool = make_pool(account, [SimSlot.objects.get(device=phone, slot=0), fleet[2]])
+    ids = send(account, pool, 2)
+    (served,) = app.fetch()
+    assert app.fetch()[0]["id"] == served["id"]  # offered again until the phone answers
+    assert app.report(served["id"], "Pending").status_code == 204  # "I have it"
+    message_id = int(served["id"].split("-")[0])
+    assert Message.objects.get(pk=message_id).confirmed_at is not None
+    overdue(message_id)
+    tasks.route_pools()
+    (asked,) = app.fetch()
+    assert (asked["id"], asked["state"]) == (served["id"], "Cancelling")
+    assert app.report(served["id"], "Cancelled").status_code == 204
+    moved = Message.objects.get(pk=message_id)
+    assert (moved.status, moved.device_id) == (Status.NEW, fleet[2].device_id)
+    assert app.fetch() == []  # never offered to the app again
+    assert {m.id for m in handoff.poll(fleet[2].device).messages} == set(ids)
+
+
 def test_draining_or_removing_a_sim_moves_its_waiting_queue(account, fleet):
     pool = make_pool(account, fleet)
     ids = send(account, pool, 30)
