@@ -14,6 +14,7 @@ from django.utils.html import format_html
 
 from contacts import services
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
+from devices.admin import SenderChoiceField, senders
 from gateway import inputs
 from gateway.admin_base import (
     SIM_CHOICES,
@@ -250,6 +251,15 @@ class NewsletterAdmin(AccountScopedAdmin):
         "failed_count",
     )
     actions = ["start_now", "pause", "resume", "cancel"]
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name != "device":
+            return super().formfield_for_foreignkey(db_field, request, **kwargs)
+        # A phone, or a pool that spreads the newsletter over its SIMs.
+        kwargs.update(form_class=SenderChoiceField, help_text="A pool picks each SMS's SIM.")
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        field.queryset = senders(account_of(request))
+        return field
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         field = super().formfield_for_dbfield(db_field, request, **kwargs)

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -308,3 +310,20 @@ class PairingCodeAdmin(AccountScopedAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class SenderChoiceField(forms.ModelChoiceField):
+    """A phone or a pool to send from, for the admin's send forms (a pool picks each
+    message's SIM, so the form's SIM is ignored for it)."""
+
+    def label_from_instance(self, obj: Device) -> str:
+        if obj.protocol == Device.Protocol.POOL:
+            return f"Pool: {obj.title} (#{obj.pk})"
+        return str(obj)
+
+
+def senders(account: Account | None) -> QuerySet[Device]:
+    """The account's phones, then its pools (every account's for a superuser)."""
+    rows = Device.all_rows.all() if account is None else Device.all_rows.filter(account=account)
+    pool = Device.Protocol.POOL
+    return rows.order_by(models.Case(models.When(protocol=pool, then=1), default=0), "id")

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from contacts import services as contacts
@@ -182,26 +182,26 @@ def _due(device: Device, sims: list[int], now: datetime) -> Any:
     ).filter(~Exists(paused))
 
 
-def _cancellations(device: Device, now: datetime) -> list[int]:
-    return list(
-        Message.objects.filter(
-            device=device,
-            status=Status.CANCELLED,
-            confirmed_at__isnull=False,
-            status_changed_at__gte=now - timedelta(hours=CANCEL_NOTICE_HOURS),
-        )
-        .order_by("id")
-        .values_list("id", flat=True)[:100]
+# Confirmed pooled messages the phone is asked to give back (devices.pools).
+_REVOKE = Q(status=Status.TAKEN, revoke_requested_at__isnull=False)
+
+
+def _cancellations(device: Device, now: datetime) -> tuple[list[int], list[int]]:
+    """What the phone must hear of: (cancelled after it confirmed them, asked back), in one
+    read of two partial indexes."""
+    cancelled = Q(
+        status=Status.CANCELLED,
+        confirmed_at__isnull=False,
+        status_changed_at__gte=now - timedelta(hours=CANCEL_NOTICE_HOURS),
     )
-
-
-def _revocations(device: Device) -> list[int]:
-    return list(
-        Message.objects.filter(
-            device=device, status=Status.TAKEN, revoke_requested_at__isnull=False
-        )
+    rows = list(
+        Message.objects.filter(cancelled | _REVOKE, device=device)
         .order_by("id")
-        .values_list("id", flat=True)[:100]
+        .values_list("id", "status")[:200]
+    )
+    return (
+        [i for i, status in rows if status == Status.CANCELLED][:100],
+        [i for i, status in rows if status == Status.TAKEN][:100],
     )
 
 
@@ -243,8 +243,7 @@ def poll(
     if leases:
         held = lifecycle.take_over_leases(device, [row["id"] for row in leases], lease_id)
         leases = [row for row in leases if row["id"] in held]
-    cancelled = _cancellations(device, now)
-    revoke = [] if fenced else _revocations(device)
+    cancelled, revoke = _cancellations(device, now)
     room = device.batch_size - len(leases)
     horizon = now + timedelta(seconds=device.delay_between_requests + 30)
     if room > 0 and device.enabled and _due(device, sims, now).exists():
@@ -510,16 +509,12 @@ def cancelling(device: Device, now: datetime | None = None) -> list[Lease]:
     now = now or timezone.now()
     # Sent before this, a message is past its valid_until (and margin): the phone refuses it.
     oldest = now - (valid_until(now) - now) - FENCE_MARGIN
-    cancelled = Message.objects.filter(
-        device=device, status=Status.CANCELLED, lease_id__isnull=False, send_at__gte=oldest
+    cancelled = Q(status=Status.CANCELLED, lease_id__isnull=False, send_at__gte=oldest)
+    rows = (
+        Message.objects.filter(cancelled | _REVOKE, device=device)
+        .order_by("send_at", "id")
+        .values(*_LEASE_FIELDS)[:100]
     )
-    revoked = Message.objects.filter(
-        device=device, status=Status.TAKEN, revoke_requested_at__isnull=False
-    )
-    rows = [
-        *cancelled.order_by("send_at", "id").values(*_LEASE_FIELDS)[:100],
-        *revoked.order_by("id").values(*_LEASE_FIELDS)[:100],
-    ]
     return [_lease_of(row) for row in rows]
 
 

@@ -12,6 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from contacts.models import Newsletter
+from devices.admin import SenderChoiceField, senders
 from devices.models import Device
 from gateway import inputs
 from gateway.admin_base import (
@@ -106,7 +107,9 @@ class MoveForm(forms.Form):
 
 
 class SendForm(forms.Form):
-    device = forms.ModelChoiceField(queryset=Device.objects.none())
+    device = SenderChoiceField(
+        queryset=Device.all_rows.none(), label="Device or pool", help_text="A pool picks the SIM."
+    )
     sim = forms.TypedChoiceField(label="SIM", choices=SIM_CHOICES, coerce=int)
     to = forms.CharField(label="To", max_length=20_000, help_text="Numbers, comma-separated.")
     body = forms.CharField(
@@ -299,8 +302,7 @@ class MessageAdmin(AccountScopedAdmin):
     def send_view(self, request: HttpRequest) -> HttpResponse:
         """Send an SMS (or a test SMS to one device) from the admin, through the services."""
         account = account_of(request) or request.user.account  # type: ignore[union-attr]
-        devices = Device.objects.filter(account=account)
-        form = SendForm(request.POST or None, devices=devices)
+        form = SendForm(request.POST or None, devices=senders(account))
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:

@@ -615,3 +615,43 @@ def test_another_accounts_pool_is_not_found(account, fleet, make_account):
     other = make_account()
     with pytest.raises(messaging.InvalidBatch, match="Device not found"):
         messaging.submit(other, [messaging.OutgoingSms(pool.pk, "+4915752982212", "x")])
+
+
+def test_the_admin_sends_sms_and_newsletters_through_a_pool(account, fleet, make_user):
+    from django.urls import reverse
+
+    from contacts.models import Contact, Newsletter, Tag
+
+    user = make_user("ops@example.com", "pw-long-enough", account=account, is_staff=True)
+    client = Client()
+    client.force_login(user)
+    pool = make_pool(account, fleet)
+    page = client.get(reverse("admin:messaging_message_send")).content.decode()
+    assert f"Pool: Fleet (#{pool.pk})" in page
+    response = client.post(
+        reverse("admin:messaging_message_send"),
+        {"device": pool.pk, "sim": 0, "to": "+4915752982212", "body": "via pool"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    message = Message.objects.get(body="via pool")
+    assert message.pool_id == pool.pk and message.device_id in {s.device_id for s in fleet}
+    tag = Tag.objects.create(account=account, title="all")
+    Contact.objects.create(account=account, phone="+4915700000001").tags.add(tag)
+    assert (
+        f"Pool: Fleet (#{pool.pk})"
+        in client.get(reverse("admin:contacts_newsletter_add")).content.decode()
+    )
+    added = client.post(
+        reverse("admin:contacts_newsletter_add"),
+        {
+            "title": "Sale",
+            "device": pool.pk,
+            "sim": 0,
+            "body": "50% off",
+            "tags": [tag.pk],
+            "send_at_0": "2031-01-01",
+            "send_at_1": "10:00:00",
+        },
+    )
+    assert added.status_code == 302, added.content.decode()[:2000]
+    assert Newsletter.objects.get().device_id == pool.pk
