@@ -350,6 +350,8 @@ def _choose(pool: Pool, found: list[Candidate], phones: Sequence[str]) -> list[R
     held = _held_reason(found)
     routes: list[Route] = []
     strategy = pool.strategy
+    if strategy in (Pool.Strategy.ROUND_ROBIN, Pool.Strategy.WEIGHTED):
+        return _smooth_weighted(eligible, phones, held, strategy == Pool.Strategy.ROUND_ROBIN)
     for phone in phones:
         chosen: Candidate | None = None
         if strategy == Pool.Strategy.STICKY:
@@ -364,30 +366,47 @@ def _choose(pool: Pool, found: list[Candidate], phones: Sequence[str]) -> list[R
                 if c.takes(phone):
                     chosen = c
                     break
-        else:
-            # Smooth weighted round-robin (every weight 1 for round-robin): each pick adds
-            # every candidate's weight to its credit and takes the total from the winner's,
-            # so any window of picks follows the weights within one message.
-            open_ = list(eligible)
-            while open_ and chosen is None:
-                weights = {
-                    c.member.pk: (1 if strategy == Pool.Strategy.ROUND_ROBIN else c.member.weight)
-                    for c in open_
-                }
-                total = sum(weights.values())
-                for c in open_:
-                    c.member.credit += weights[c.member.pk]
-                best = max(open_, key=lambda c: (c.member.credit, -c.member.pk))
-                best.member.credit -= total
-                if best.takes(phone):
-                    chosen = best
-                else:
-                    open_.remove(best)
         if chosen is None:
             routes.append((None, 0, held))
         else:
             chosen.waiting += 1
             routes.append((chosen.device.pk, chosen.slot.slot, ""))
+    return routes
+
+
+def _smooth_weighted(
+    eligible: list[Candidate], phones: Sequence[str], held: str, equal: bool
+) -> list[Route]:
+    """Smooth weighted round-robin (every weight 1 when ``equal``): each pick adds every
+    candidate's weight to its credit and takes the total from the winner's, so any window
+    of picks follows the weights within one message. The credits persist in the members.
+    Plain lists in the loop: it runs once per message and candidate."""
+    weights = [1 if equal else c.member.weight for c in eligible]
+    credit = [c.member.credit for c in eligible]
+    rank = [-c.member.pk for c in eligible]  # ties go to the oldest member
+    route_of = [(c.device.pk, c.slot.slot, "") for c in eligible]
+    everyone = list(range(len(eligible)))
+    total_all = sum(weights)
+    routes: list[Route] = []
+    for phone in phones:
+        open_, total, chosen = everyone, total_all, None
+        while open_ and chosen is None:
+            for i in open_:
+                credit[i] += weights[i]
+            best = max(open_, key=lambda i: (credit[i], rank[i]))
+            credit[best] -= total
+            if eligible[best].takes(phone):
+                chosen = best
+            else:
+                open_ = [i for i in open_ if i != best]
+                total = sum(weights[i] for i in open_)
+        if chosen is None:
+            routes.append((None, 0, held))
+        else:
+            eligible[chosen].waiting += 1
+            routes.append(route_of[chosen])
+    for c, value in zip(eligible, credit, strict=True):
+        c.member.credit = value
     return routes
 
 
