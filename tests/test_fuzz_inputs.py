@@ -36,7 +36,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contacts.models import Newsletter, Tag
+from devices import pools
 from devices import services as devices
+from devices.models import PoolMember, SimSlot
 from gateway import inputs
 from gateway import services as accounts
 from messaging.encoding import segment_count
@@ -143,6 +145,9 @@ class Faces:
         (served,) = submit(self.account, [OutgoingSms(self.app_device.pk, PHONE, "to the app")])
         self.served = Message.objects.get(pk=served)
         self.enroll = accounts.enrollment_token(self.account)
+        # A pool of the phone's first SIM (offline: what is sent to it is held, and listed).
+        self.pool = pools.create_pool(self.account, "Fuzz pool")
+        PoolMember.objects.create(pool=self.pool, sim=SimSlot.objects.get(device=device, slot=0))
 
     # Each call asserts the API's promise for bad input: a clear answer, never a 5xx.
 
@@ -267,6 +272,17 @@ def probe_savepaket(faces: Faces, overrides: dict[str, Any]) -> bool:
     paket = {"title": "T", "body": "B", "tags": str(faces.tag.pk), "device_id": faces.device.pk}
     faces.compat("savepaket", {**paket, **overrides})
     return False
+
+
+def probe_pools(faces: Faces, overrides: dict[str, Any]) -> bool:
+    pool = faces.pool.pk
+    sent = faces.compat("addsms", {"sendto": PHONE, "body": "p", "device_id": pool, **overrides})
+    paket = {"title": "T", "body": "B", "tags": str(faces.tag.pk), "device_id": pool}
+    faces.compat("savepaket", {**paket, **overrides})
+    faces.compat("getdevicestatus", {"device_id": pool, **overrides})
+    rest = {"to": PHONE, "body": "p", "pool": pool, **overrides}
+    created = faces.api("post", "messages", rest).status_code == 201
+    return sent["error"] == 0 or created
 
 
 def probe_savecontact(faces: Faces, overrides: dict[str, Any]) -> bool:
@@ -416,6 +432,10 @@ PROBES = {
     "REST newsletters": (
         probe_rest_newsletters,
         ["title", "body", "device_id", "sim", "send_at", "tags"],
+    ),
+    "pools": (
+        probe_pools,
+        ["device_id", "pool", "sim", "body", "sendto", "to", "timetosend", "send_at", "urgent"],
     ),
     "REST contacts": (probe_rest_contacts, ["phone", "name", "tags", "opted_out", "title"]),
     "device incoming": (probe_incoming, ["id", "sender", "body", "sim", "received_at"]),

@@ -655,3 +655,24 @@ def test_the_admin_sends_sms_and_newsletters_through_a_pool(account, fleet, make
     )
     assert added.status_code == 302, added.content.decode()[:2000]
     assert Newsletter.objects.get().device_id == pool.pk
+
+
+def test_webhooks_say_which_phone_and_sim_sent_a_pooled_message(account, fleet, settings):
+    from messaging import webhooks
+    from messaging.models import WebhookEvent
+
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    webhooks.add_endpoint(account, "status", "http://127.0.0.1:9/hook")
+    pool = make_pool(account, [fleet[1], fleet[2]])
+    (message_id,) = send(account, pool, 1)
+    taker = Message.objects.get(pk=message_id)
+    device = Device.objects.get(pk=taker.device_id)
+    lease = handoff.poll(device)
+    handoff.confirm(device, [message_id], lease.lease_id)
+    handoff.report(device, [Outcome(message_id, Status.SENT)])
+    events = [e.payload for e in WebhookEvent.objects.order_by("id")]
+    assert [(e["status_id"], e["device_id"], e["sim"]) for e in events] == [
+        (Status.TAKEN, taker.device_id, taker.sim),
+        (Status.SENT, taker.device_id, taker.sim),
+    ]
+    assert taker.device_id != pool.pk
