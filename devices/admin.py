@@ -22,19 +22,8 @@ from gateway.models import Account
 
 class SimSlotInline(ScopedInline):
     model = SimSlot
-    fields = (
-        "slot",
-        "number",
-        "carrier_name",
-        "iccid",
-        "max_per_hour",
-        "max_per_day",
-        "max_recipients_per_day",
-        "max_recipients_per_month",
-        "quiet_from",
-        "quiet_until",
-    )
-    readonly_fields = ("slot", "number", "carrier_name", "iccid")
+    readonly_fields = ("slot", "number", "carrier_name", "iccid")  # what the phone reports
+    fields = (*readonly_fields, *SimSlot.CAPS)
     verbose_name = "SIM card"
     verbose_name_plural = "SIM cards and their caps (days and quiet hours: the account's zone)"
 

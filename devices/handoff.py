@@ -134,8 +134,10 @@ class Pacer:
             [float(t), int(n)] for t, n in (slot.recent_sends or []) if float(t) > cutoff
         ]
         self.next_send_at = slot.next_send_at
+        self._before = self.next_send_at  # next_send_at before the last schedule()
 
     def schedule(self, now: datetime, urgent: bool, segments: int) -> datetime:
+        self._before = self.next_send_at
         at = now.timestamp()
         if not urgent and self.next_send_at is not None:
             at = max(at, self.next_send_at.timestamp())
@@ -152,6 +154,11 @@ class Pacer:
         if self.next_send_at is None or following > self.next_send_at:
             self.next_send_at = following
         return send_at
+
+    def undo(self) -> None:
+        """Forget the last schedule(): that message is not handed out now."""
+        self.recent.pop()
+        self.next_send_at = self._before
 
     def save(self) -> None:
         SimSlot.objects.filter(pk=self.slot.pk).update(
@@ -187,21 +194,19 @@ _REVOKE = Q(status=Status.TAKEN, revoke_requested_at__isnull=False)
 
 
 def _cancellations(device: Device, now: datetime) -> tuple[list[int], list[int]]:
-    """What the phone must hear of: (cancelled after it confirmed them, asked back), in one
-    read of two partial indexes."""
-    cancelled = Q(
+    """What the phone must hear of: (cancelled after it confirmed them, asked back). Two
+    reads of two small partial indexes, each with its own limit, so neither list can
+    crowd out the other."""
+    cancelled = Message.objects.filter(
+        device=device,
         status=Status.CANCELLED,
         confirmed_at__isnull=False,
         status_changed_at__gte=now - timedelta(hours=CANCEL_NOTICE_HOURS),
     )
-    rows = list(
-        Message.objects.filter(cancelled | _REVOKE, device=device)
-        .order_by("id")
-        .values_list("id", "status")[:200]
-    )
+    revoke = Message.objects.filter(_REVOKE, device=device)
     return (
-        [i for i, status in rows if status == Status.CANCELLED][:100],
-        [i for i, status in rows if status == Status.TAKEN][:100],
+        list(cancelled.order_by("id").values_list("id", flat=True)[:100]),
+        list(revoke.order_by("id").values_list("id", flat=True)[:100]),
     )
 
 
@@ -212,8 +217,21 @@ def return_expired_leases(device: Device | None = None, *, limit: int = 1000) ->
     expired = Message.objects.filter(UNCONFIRMED, lease_expires_at__lt=now)
     if device is not None:
         expired = expired.filter(device=device)
-    ids = list(expired.order_by("lease_expires_at").values_list("id", flat=True)[:limit])
-    return len(lifecycle.return_unconfirmed(ids, expired_before=now, source="lease expired"))
+    rows = list(
+        expired.order_by("lease_expires_at").values_list("id", "pool_id", "device__protocol")[
+            :limit
+        ]
+    )
+    # A pooled message served to a phone that sends before it confirms (the SMSGate app)
+    # may have gone out although no report came: it is not offered to another phone. Any
+    # other lease goes back to its own phone's queue, where the same id is offered again.
+    unreported = [i for i, pool, protocol in rows if pool and protocol == Device.Protocol.SMSGATE]
+    returned = [
+        i for i, pool, protocol in rows if not (pool and protocol == Device.Protocol.SMSGATE)
+    ]
+    moved = lifecycle.return_unconfirmed(returned, expired_before=now, source="lease expired")
+    given_up = lifecycle.give_up_unreported(unreported, expired_before=now, source="lease expired")
+    return len(moved) + len(given_up)
 
 
 def poll(
@@ -258,7 +276,11 @@ def poll(
                     continue
                 slot = slots[sim]
                 # The SIM's caps (devices.pools), counted under the slot's lock.
-                quota = pools.quota(slot, device.account_id, now) if slot.has_caps else None
+                quota = (
+                    pools.quota(slot, device.account_id, now, replaces=device.replaces_id)
+                    if slot.has_caps
+                    else None
+                )
                 if quota is not None and (quota.blocked or quota.left == 0):
                     continue
                 pacer = Pacer(slot, device.delay_between_sms or 0, device.segments_per_minute, now)
@@ -272,8 +294,10 @@ def poll(
                     if quota is not None and not quota.admit(phone):
                         continue
                     send_at = pacer.schedule(now, urgent, segments)
-                    if send_at > horizon:
-                        pacer.recent.pop()  # not handed out now: give the slot back
+                    # Not due within this poll's horizon, or paced into the SIM's quiet
+                    # hours: not handed out now (give the pacing slot back).
+                    if send_at > horizon or (quota is not None and quota.quiet_at(send_at)):
+                        pacer.undo()
                         break
                     expires = (
                         valid_until(due_at, send_at if pool_id else None) + FENCE_MARGIN
@@ -509,12 +533,14 @@ def cancelling(device: Device, now: datetime | None = None) -> list[Lease]:
     now = now or timezone.now()
     # Sent before this, a message is past its valid_until (and margin): the phone refuses it.
     oldest = now - (valid_until(now) - now) - FENCE_MARGIN
-    cancelled = Q(status=Status.CANCELLED, lease_id__isnull=False, send_at__gte=oldest)
-    rows = (
-        Message.objects.filter(cancelled | _REVOKE, device=device)
-        .order_by("send_at", "id")
-        .values(*_LEASE_FIELDS)[:100]
+    cancelled = Message.objects.filter(
+        device=device, status=Status.CANCELLED, lease_id__isnull=False, send_at__gte=oldest
     )
+    revoke = Message.objects.filter(_REVOKE, device=device)
+    rows = [
+        *cancelled.order_by("send_at", "id").values(*_LEASE_FIELDS)[:100],
+        *revoke.order_by("id").values(*_LEASE_FIELDS)[:100],
+    ]
     return [_lease_of(row) for row in rows]
 
 

@@ -163,18 +163,19 @@ class SimSlot(models.Model):
     def __str__(self) -> str:
         return f"SIM {self.slot + 1} of device #{self.device_id}"
 
+    # The operator's limits on this SIM (devices.pools.Quota enforces them).
+    CAPS = (
+        "max_per_hour",
+        "max_per_day",
+        "max_recipients_per_day",
+        "max_recipients_per_month",
+        "quiet_from",
+        "quiet_until",
+    )
+
     @property
     def has_caps(self) -> bool:
-        return any(
-            v is not None
-            for v in (
-                self.max_per_hour,
-                self.max_per_day,
-                self.max_recipients_per_day,
-                self.max_recipients_per_month,
-                self.quiet_from,
-            )
-        )
+        return any(getattr(self, cap) is not None for cap in self.CAPS)
 
 
 class Pool(models.Model):

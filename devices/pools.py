@@ -45,6 +45,9 @@ _HANDED = Q(not_before_at__isnull=False) & ~Q(status__in=[Status.NEW, Status.INC
 FAILING_WINDOW = timedelta(hours=1)
 FAILING_MIN_OUTCOMES = 5
 MAX_REASON = 200
+# A SIM whose remaining quota is taken by what already waits for it: it gets no new
+# routes, keeps what it can still send, and only the excess moves.
+FULL = "cap reached by the messages already waiting for it"
 
 
 class PoolNotFound(Exception):
@@ -152,6 +155,15 @@ class Quota:
     day_new_left: int | None = None
     month_recipients: set[str] | None = None
     month_new_left: int | None = None
+    # The SIM and the account's zone, when the SIM has quiet hours (for quiet_at).
+    quiet_slot: SimSlot | None = None
+    zone: ZoneInfo | None = None
+
+    def quiet_at(self, when: datetime) -> bool:
+        """Whether ``when`` (a paced send time, maybe after the poll) is in quiet hours."""
+        if self.quiet_slot is None or self.zone is None:
+            return False
+        return _quiet_until(self.quiet_slot, when.astimezone(self.zone)) is not None
 
     def admit(self, phone: str) -> bool:
         """Whether one more message to ``phone`` fits; if so, count it."""
@@ -174,13 +186,24 @@ class Quota:
         return True
 
 
-def quota(slot: SimSlot, account_id: int, now: datetime, zone: ZoneInfo | None = None) -> Quota:
-    """The SIM's quota now, from what it was handed (its messages by paced send time)."""
+def quota(
+    slot: SimSlot,
+    account_id: int,
+    now: datetime,
+    zone: ZoneInfo | None = None,
+    *,
+    replaces: int | None = None,
+) -> Quota:
+    """The SIM's quota now, from what it was handed (its messages by paced send time),
+    counting what the same SIM sent as the device this one replaces (``replaces``: an
+    SMSGate app registered again) too."""
     result = Quota()
     if not slot.has_caps:
         return result
     zone = zone or _zone(account_id)
     local = now.astimezone(zone)
+    if slot.quiet_from is not None and slot.quiet_until is not None:
+        result.quiet_slot, result.zone = slot, zone
     quiet_end = _quiet_until(slot, local)
     if quiet_end is not None:
         result.blocked = f"quiet hours until {quiet_end:%H:%M}"
@@ -189,7 +212,8 @@ def quota(slot: SimSlot, account_id: int, now: datetime, zone: ZoneInfo | None =
     day_start = datetime.combine(local.date(), time(0), tzinfo=zone)
     month_start = day_start.replace(day=1)
     hour_ago = now - timedelta(hours=1)
-    handed = Message.objects.filter(_HANDED, device_id=slot.device_id, sim=slot.slot)
+    owners = [slot.device_id] if replaces is None else [slot.device_id, replaces]
+    handed = Message.objects.filter(_HANDED, device_id__in=owners, sim=slot.slot)
     lefts: list[tuple[int, str, datetime]] = []
     if slot.max_per_hour is not None:
         window = handed.filter(not_before_at__gt=hour_ago).aggregate(
@@ -233,7 +257,10 @@ class Candidate:
     slot: SimSlot
     reason: str | None  # why it may take nothing now; None: eligible
     quota: Quota = field(default_factory=Quota)
-    waiting: int = 0  # messages waiting for this SIM (routed, or sent to it directly)
+    waiting: int = 0  # due messages waiting for this SIM (routed, or sent to it directly)
+    # When its caps are filled by what already waits for it (reason FULL): how many of
+    # those it may still send in this window. The rest are moved by the sweep.
+    keeps: int = 0
 
     @property
     def label(self) -> str:
@@ -275,7 +302,7 @@ def candidates(pool: Pool, now: datetime | None = None, *, lock: bool = False) -
             reason = "failing: most of its recent SMS failed"
         elif slot.has_caps:
             zone = zone or _zone(pool.account_id)
-            q = quota(slot, pool.account_id, now, zone)
+            q = quota(slot, pool.account_id, now, zone, replaces=device.replaces_id)
             reason = q.blocked
         found.append(Candidate(member, device, slot, reason, q))
     eligible = [c for c in found if c.reason is None]
@@ -286,7 +313,7 @@ def candidates(pool: Pool, now: datetime | None = None, *, lock: bool = False) -
         counts = {
             (d, s): n
             for d, s, n in Message.objects.filter(
-                status=Status.NEW, device_id__in={c.device.pk for c in eligible}
+                status=Status.NEW, send_at__lte=now, device_id__in={c.device.pk for c in eligible}
             )
             .values_list("device_id", "sim")
             .annotate(n=Count("id"))
@@ -295,22 +322,25 @@ def candidates(pool: Pool, now: datetime | None = None, *, lock: bool = False) -
         for c in eligible:
             c.waiting = counts.get((c.device.pk, c.slot.slot), 0)
     for c in eligible:
-        _count_waiting(c)
+        _count_waiting(c, now)
     return found
 
 
-def _count_waiting(c: Candidate) -> None:
+def _count_waiting(c: Candidate, now: datetime) -> None:
     """What already waits for a capped SIM uses its quota too, so routing does not pile
     more onto it than its caps will let it send."""
     q = c.quota
     if q.left is not None:
+        c.keeps = min(q.left, c.waiting)
         q.left = max(q.left - c.waiting, 0)
         if q.left == 0:
-            c.reason = "cap reached by the messages already waiting for it"
+            c.reason = FULL
     if q.day_recipients is None and q.month_recipients is None:
         return
     waiting = set(
-        Message.objects.filter(status=Status.NEW, device_id=c.device.pk, sim=c.slot.slot)
+        Message.objects.filter(
+            status=Status.NEW, send_at__lte=now, device_id=c.device.pk, sim=c.slot.slot
+        )
         .values_list("phone", flat=True)
         .distinct()
     )
@@ -461,8 +491,18 @@ def sweep_pool(pool: Pool, *, limit: int = 5000, now: datetime | None = None) ->
         found = candidates(pool, now, lock=True)
         fine = Q(pk__in=[])
         for c in found:
+            here = Q(device_id=c.device.pk, sim=c.slot.slot)
             if c.reason is None:
-                fine |= Q(device_id=c.device.pk, sim=c.slot.slot)
+                fine |= here
+            elif c.reason == FULL:
+                # What it can still send in this window stays (in the order it would be
+                # handed out), and so does what is not due yet; only the excess moves.
+                kept = (
+                    Message.objects.filter(here, status=Status.NEW, send_at__lte=now)
+                    .order_by("-urgent", "send_at", "id")
+                    .values_list("id", flat=True)[: c.keeps]
+                )
+                fine |= (here & Q(send_at__gt=now)) | Q(pk__in=list(kept))
         stranded = (
             Message.objects.filter(pool=pool, status=Status.NEW)
             .exclude(fine)
@@ -502,32 +542,35 @@ def sweep_pool(pool: Pool, *, limit: int = 5000, now: datetime | None = None) ->
     return sum(len(ids) for (d, _, _), ids in moved.items() if d is not None)
 
 
-def _request_revocations(pool: Pool, found: list[Candidate], now: datetime) -> None:
-    """Ask phones to give back the pool's confirmed messages that have had no outcome for
-    POOL_REVOKE_SECONDS after their send time, where another phone of the pool may send
-    them now. Only the phone's answer moves them (take_back); a phone that never answers
-    keeps them, and they end unknown (22) at their deadline, never sent twice."""
-    eligible = {c.device.pk for c in found if c.reason is None}
-    if not eligible:
-        return
-    # outcome_deadline_at is the send time + DEVICE_OUTCOME_SECONDS (or later): this bound
-    # implies "sent before now - POOL_REVOKE_SECONDS" and reads the outcome-deadline index.
-    cutoff = now - timedelta(seconds=settings.POOL_REVOKE_SECONDS - settings.DEVICE_OUTCOME_SECONDS)
-    overdue = Message.objects.filter(
-        CONFIRMED,
-        pool=pool,
-        outcome_deadline_at__lt=cutoff,
-        outcome_deadline_at__gte=now,
-        revoke_requested_at__isnull=True,
+def _overdue_confirmed(now: datetime) -> Q:
+    """Confirmed messages without an outcome POOL_REVOKE_SECONDS after their send time, not
+    asked back yet, before their deadline. outcome_deadline_at is the send time +
+    DEVICE_OUTCOME_SECONDS (or later), so this reads the outcome-deadline index."""
+    cutoff = now + timedelta(seconds=settings.DEVICE_OUTCOME_SECONDS - settings.POOL_REVOKE_SECONDS)
+    return CONFIRMED & Q(
+        outcome_deadline_at__lt=cutoff, outcome_deadline_at__gte=now, revoke_requested_at=None
     )
-    asked = set()
-    for device_id in {c.device.pk for c in found}:
-        if eligible - {device_id} and overdue.filter(device_id=device_id).update(
-            revoke_requested_at=now
-        ):
-            asked.add(device_id)
-    if asked:
-        transaction.on_commit(lambda: wake.ring(asked))
+
+
+def _request_revocations(pool: Pool, found: list[Candidate], now: datetime) -> None:
+    """Ask phones to give back the pool's overdue confirmed messages (_overdue_confirmed)
+    where another phone of the pool may send them now. Only the phone's answer moves them
+    (take_back); a phone that never answers keeps them, and they end unknown (22) at their
+    deadline, never sent twice. Rows locked elsewhere are skipped (a phone reporting on
+    them, or giving them back): the sweep holds the pool's member locks and must not wait."""
+    eligible = {c.device.pk for c in found if c.reason is None}
+    phones = [d for d in {c.device.pk for c in found} if eligible - {d}]
+    if not phones:
+        return
+    overdue = Message.objects.filter(_overdue_confirmed(now), pool=pool, device_id__in=phones)
+    if connection.vendor == "postgresql":
+        overdue = overdue.select_for_update(skip_locked=True, of=("self",))
+    rows = list(overdue.values_list("id", "device_id")[:1000])
+    if not rows:
+        return
+    Message.objects.filter(pk__in=[i for i, _ in rows]).update(revoke_requested_at=now)
+    asked = {d for _, d in rows}
+    transaction.on_commit(lambda: wake.ring(asked))
 
 
 def take_back(device: Device, message_ids: Iterable[int]) -> lifecycle.MoveResult:
@@ -549,31 +592,13 @@ def take_back(device: Device, message_ids: Iterable[int]) -> lifecycle.MoveResul
 
 
 def sweep(*, limit: int = 5000) -> int:
-    """Beat: every pool with waiting messages, swept (see sweep_pool)."""
+    """Beat: every pool swept (see sweep_pool), so the members' failing verdicts stay
+    current even while a pool has nothing waiting. A pool costs a few indexed queries."""
     now = timezone.now()
-    total = 0
-    waiting = (
-        Message.objects.filter(status=Status.NEW, pool__isnull=False)
-        .values_list("pool_id", flat=True)
-        .distinct()
-        .order_by()
+    return sum(
+        sweep_pool(pool, limit=limit, now=now)
+        for pool in Pool.objects.filter(members__isnull=False).distinct().order_by("pk")
     )
-    overdue = (
-        Message.objects.filter(
-            CONFIRMED,
-            pool__isnull=False,
-            revoke_requested_at__isnull=True,
-            outcome_deadline_at__gte=now,
-            outcome_deadline_at__lt=now
-            - timedelta(seconds=settings.POOL_REVOKE_SECONDS - settings.DEVICE_OUTCOME_SECONDS),
-        )
-        .values_list("pool_id", flat=True)
-        .distinct()
-        .order_by()
-    )
-    for pool in Pool.objects.filter(pk__in={*waiting, *overdue}):
-        total += sweep_pool(pool, limit=limit, now=now)
-    return total
 
 
 # --- For the operator and the APIs ----------------------------------------------------------
@@ -602,10 +627,23 @@ def status(pools: Sequence[Pool], now: datetime | None = None) -> list[PoolStatu
         .values_list("pool_id", "n", "h")
         .order_by()
     }
+    found = {pool.pk: candidates(pool, now) for pool in pools}
+    members = [c for listed in found.values() for c in listed]
+    # What waits for each member SIM (routed there, or sent to it directly): one query.
+    waiting = {
+        (d, s): n
+        for d, s, n in Message.objects.filter(
+            status=Status.NEW, device_id__in={c.device.pk for c in members}
+        )
+        .values_list("device_id", "sim")
+        .annotate(n=Count("id"))
+        .order_by()
+    }
     result = []
     for pool in pools:
-        found = candidates(pool, now)
-        seen = [c.device.last_seen_at for c in found if c.device.last_seen_at is not None]
+        for c in found[pool.pk]:
+            c.waiting = waiting.get((c.device.pk, c.slot.slot), 0)
+        seen = [c.device.last_seen_at for c in found[pool.pk] if c.device.last_seen_at]
         n, h = counts.get(pool.pk, (0, 0))
-        result.append(PoolStatus(pool, found, n, h, max(seen) if seen else None))
+        result.append(PoolStatus(pool, found[pool.pk], n, h, max(seen) if seen else None))
     return result

@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from devices import wake
-from devices.models import Device, PairingCode, SimSlot
+from devices.models import Device, PairingCode, PoolMember, SimSlot
 from devices.queries import get_device, is_online
 from gateway.models import Account
 from gateway.services import hash_token
@@ -287,14 +287,23 @@ def register_app(account: Account, name: str, sims: tuple[SimInfo, ...]) -> tupl
                 if field not in ("title", "enabled"):
                     setattr(device, field, getattr(previous, field))
             device.save()
-            slots = set(SimSlot.objects.filter(device=device).values_list("slot", flat=True))
+            new_slots = {s.slot: s for s in SimSlot.objects.filter(device=device)}
+            # The SIMs are the same: their caps and pool memberships come along.
+            for old in SimSlot.objects.filter(device=previous):
+                if old.slot in new_slots:
+                    same = new_slots[old.slot]
+                    for cap in SimSlot.CAPS:
+                        setattr(same, cap, getattr(old, cap))
+                    same.save(update_fields=list(SimSlot.CAPS))
+                    PoolMember.objects.filter(sim=old).update(sim=same)
+            slots = set(new_slots)
             waiting: dict[int, list[int]] = {}
             for message_id, sim in Message.objects.filter(
                 device=previous, status=Status.NEW
             ).values_list("id", "sim"):
                 waiting.setdefault(sim if sim in slots else min(slots), []).append(message_id)
             for sim, ids in waiting.items():
-                messaging.reassign(account, ids, device.pk, sim)
+                messaging.reassign(account, ids, device.pk, sim, keep_pool=True)
             Device.objects.filter(pk=previous.pk).update(enabled=False)
             log.info("account %s: device %s replaces %s", account.pk, device.pk, previous.pk)
         transaction.on_commit(lambda: wake.ring([device.pk]))

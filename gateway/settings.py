@@ -487,12 +487,17 @@ DEVICE_LEASE_SECONDS = env_int("DEVICE_LEASE_SECONDS", 60, minimum=1)
 DEVICE_OUTCOME_SECONDS = env_int("DEVICE_OUTCOME_SECONDS", 15 * 60, minimum=1)
 # Pools: seconds after its paced send time an SMSGate app phone may still send a pooled
 # message it fetched (its validUntil). Past that plus a 10-minute margin, a pooled message
-# that phone never reported goes back to the pool (docs/pools.md).
+# that phone never reported ends unknown (22): it may have sent it (docs/pools.md).
 POOL_VALID_SECONDS = env_int("POOL_VALID_SECONDS", 10 * 60, minimum=60)
 # Pools: seconds after its paced send time a confirmed pooled message may go without an
 # outcome before the phone is asked to give it back (when another phone of the pool may
 # send it); a phone that answers "not sent" hands it back to the pool (docs/pools.md).
 POOL_REVOKE_SECONDS = env_int("POOL_REVOKE_SECONDS", 120, minimum=10)
+if POOL_REVOKE_SECONDS >= DEVICE_OUTCOME_SECONDS:
+    raise ImproperlyConfigured(
+        f"POOL_REVOKE_SECONDS ({POOL_REVOKE_SECONDS}) must be below DEVICE_OUTCOME_SECONDS "
+        f"({DEVICE_OUTCOME_SECONDS}): a message is asked back before its outcome is overdue"
+    )
 # Long polls waiting at once per web process (each holds a thread); see docs/operations.md.
 # By default all but 4 of the process's threads (WEB_THREADS, as given to gunicorn).
 WEB_THREADS = env_int("WEB_THREADS", 16, minimum=1)

@@ -514,6 +514,26 @@ def return_unconfirmed(
     ).moved
 
 
+def give_up_unreported(
+    message_ids: Iterable[int], *, expired_before: datetime, source: str
+) -> list[int]:
+    """Fenced leases that ran out without a report, of pooled messages: TAKEN -> UNKNOWN.
+
+    The phone (the SMSGate app) sends before it confirms, so it may have sent them; past
+    its validUntil it can no longer, but a report may have been lost. Never offered to
+    another phone; a late report still replaces UNKNOWN. Idempotent; returns the ids moved.
+    """
+    return _move(
+        message_ids,
+        Status.UNKNOWN,
+        only_from=[Status.TAKEN],
+        where=UNCONFIRMED & Q(lease_expires_at__lt=expired_before),
+        detail="served to the phone, which reported nothing before its validUntil: it may "
+        "have sent it, so it is not offered to another phone",
+        source=source,
+    ).moved
+
+
 def return_revoked(device: Device, message_ids: Iterable[int], *, source: str) -> MoveResult:
     """Confirmed messages the server asked this phone to give back, and that the phone says
     it has not sent and never will: TAKEN -> NEW, remembering the phone (``revoked_from``)
@@ -524,7 +544,7 @@ def return_revoked(device: Device, message_ids: Iterable[int], *, source: str) -
         Status.NEW,
         device=device,
         only_from=[Status.TAKEN],
-        where=CONFIRMED & Q(revoke_requested_at__isnull=False),
+        where=CONFIRMED & Q(revoke_requested_at__isnull=False, pool__isnull=False),
         extra={"revoked_from": device.pk},
         source=source,
     )

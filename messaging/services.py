@@ -646,16 +646,25 @@ def resend(account: Account, message_ids: Iterable[int]) -> list[int]:
         .filter(id__in=list(message_ids))
         .exclude(status=Status.INCOMING)
     )
+    # A pooled message's copy goes through its pool again (which picks the SIM anew).
     requests = [
-        OutgoingSms(m.device_id, m.phone, m.body, m.sim, None, m.urgent, m.customer_id)
+        OutgoingSms(m.pool_id or m.device_id, m.phone, m.body, m.sim, None, m.urgent, m.customer_id)
         for m in originals.order_by("id")
-        if m.device_id is not None
+        if m.pool_id is not None or m.device_id is not None
     ]
     return submit(account, requests) if requests else []
 
 
-def reassign(account: Account, message_ids: Iterable[int], device_id: int, sim: int) -> int:
-    """Move the account's waiting messages to another device or SIM slot.
+def reassign(
+    account: Account,
+    message_ids: Iterable[int],
+    device_id: int,
+    sim: int,
+    *,
+    keep_pool: bool = False,
+) -> int:
+    """Move the account's waiting messages to another device or SIM slot (out of their
+    pool, if they were pooled, unless ``keep_pool``: a phone taking its own place).
 
     Only messages no phone holds (NEW) move; a lease not yet confirmed is first returned
     to the queue. The device must be the account's and have the slot. Compare-and-set on
@@ -676,8 +685,11 @@ def reassign(account: Account, message_ids: Iterable[int], device_id: int, sim: 
         lifecycle.return_unconfirmed(
             list(returnable.values_list("id", flat=True)), account=account, source="reassigned"
         )
+        # The operator's choice takes a pooled message out of its pool (else the routing
+        # sweep could move it on).
+        out_of_pool: dict[str, Any] = {} if keep_pool else {"pool_id": None, "hold_reason": ""}
         moved = Message.objects.filter(id__in=ids, status=Status.NEW).update(
-            device_id=device_id, sim=sim
+            device_id=device_id, sim=sim, **out_of_pool
         )
         transaction.on_commit(lambda: wake.ring([device_id]))
     return int(moved)

@@ -75,6 +75,7 @@ def test_urls_configure_postgres_and_redis(tmp_path):
         ({"REDIS_TIMEOUT_SECONDS": "0"}, "REDIS_TIMEOUT_SECONDS must be at least 0.05"),
         ({"REDIS_TIMEOUT_SECONDS": "nan"}, "REDIS_TIMEOUT_SECONDS must be at least 0.05"),
         ({"WEBHOOK_TIMEOUT_SECONDS": "60"}, "WEBHOOK_TIMEOUT_SECONDS must be at most 25"),
+        ({"POOL_REVOKE_SECONDS": "900"}, "POOL_REVOKE_SECONDS (900) must be below"),
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it(tmp_path, env, message):

@@ -261,16 +261,18 @@ def _apply_states(phone: Device, reports: list[tuple[str, str, str | None, str]]
     with transaction.atomic():
         found = handoff.find_served(phone, pks)
         once = {pk for pk, n in Counter(pks).items() if n == 1}
+        given_back: set[int] = set()  # no longer this phone's: later items are stale
         for served, state, recipient_state, error in reports:
             pk = served_pk(served)
             row = found.get(pk) if pk is not None else None
-            if row is None or row.served_id != served:
+            if row is None or row.served_id != served or row.id in given_back:
                 continue
             owner = owners[row.device_id]
             outcome = wire.OUTCOME_OF.get(recipient_state or state)
             if state == wire.CANCELLED or recipient_state == wire.CANCELLED:
                 # A pooled message it was asked to give back goes back to its pool.
                 if row.status == Status.TAKEN and pools.take_back(owner, [row.id]).moved:
+                    given_back.add(row.id)
                     continue
                 if row.status != Status.CANCELLED:
                     messaging.cancel(owner.account, [row.id], source=f"device {owner.pk}")

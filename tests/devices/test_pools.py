@@ -55,6 +55,18 @@ def share(ids: list[int]) -> Counter[tuple[int | None, int]]:
     return Counter(Message.objects.filter(pk__in=ids).values_list("device_id", "sim"))
 
 
+def app_phone(make_user: Any, account: Any, email: str) -> tuple[Any, Device]:
+    """A phone of the SMSGate app registered with an account login, seen now."""
+    from tests.devices.test_smsgate_app import App, basic
+
+    make_user(email, account=account)
+    app = App(Client())
+    assert app.register(basic(email, "correct horse battery")).status_code == 201
+    phone = Device.objects.get(pk=int(app.id))
+    online(phone)
+    return app, phone
+
+
 @pytest.fixture
 def fleet(account, make_device):
     """Two phones online: one with SIM 1 and 2, one with SIM 1; their slot rows."""
@@ -197,6 +209,23 @@ def test_hourly_and_daily_caps_are_never_exceeded_and_the_rest_waits_with_the_re
     assert Message.objects.get(pk=direct).status == Status.NEW
 
 
+def test_a_sim_filled_to_its_cap_by_its_queue_keeps_that_queue_and_only_the_excess_moves(
+    account, fleet
+):
+    SimSlot.objects.filter(pk=fleet[0].pk).update(max_per_hour=3)
+    pool = make_pool(account, [fleet[0], fleet[2]])
+    ids = send(account, pool, 10)
+    a, b = (fleet[0].device_id, 0), (fleet[2].device_id, 0)
+    assert share(ids) == Counter({a: 3, b: 7})
+    assert pools.sweep_pool(pool) == 0  # a full SIM is not emptied: no flapping
+    assert pools.sweep_pool(pool) == 0 and share(ids) == Counter({a: 3, b: 7})
+    # Its cap lowered to 1: the two it can no longer send this hour move, the first stays.
+    SimSlot.objects.filter(pk=fleet[0].pk).update(max_per_hour=1)
+    assert pools.sweep_pool(pool) == 2 and share(ids) == Counter({a: 1, b: 9})
+    first = min(ids)
+    assert Message.objects.get(pk=first).device_id == fleet[0].device_id
+
+
 def test_a_pool_whose_every_sim_is_capped_waits_and_resumes_at_the_next_window(account, fleet):
     SimSlot.objects.filter(pk=fleet[0].pk).update(max_per_hour=2)
     pool = make_pool(account, fleet[:1])
@@ -259,6 +288,24 @@ def test_quiet_hours_hand_out_nothing_in_the_accounts_zone(account, fleet):
         quiet_from=later, quiet_until=(now + timedelta(hours=3)).time()
     )
     assert [m.id for m in handoff.poll(device).messages] == [message_id]
+
+
+def test_a_send_paced_into_quiet_hours_is_not_handed_out_before_them(account, fleet):
+    device = fleet[2].device
+    Device.objects.filter(pk=device.pk).update(delay_between_sms=15, delay_between_requests=60)
+    device.refresh_from_db()
+    ids = messaging.submit(
+        account, [messaging.OutgoingSms(device.pk, f"+491570{i}", "x") for i in range(3)]
+    )
+    now = timezone.now()
+    begins = (now + timedelta(seconds=20)).replace(microsecond=0)
+    SimSlot.objects.filter(pk=fleet[2].pk).update(
+        quiet_from=begins.time(), quiet_until=(begins + timedelta(hours=1)).time()
+    )
+    # Paced at now, now + 15 s and now + 30 s: the third would go in the quiet hours.
+    handed = handoff.poll(device, now=now).messages
+    assert [m.id for m in handed] == ids[:2]
+    assert all(m.not_before_at < begins for m in handed)
 
 
 def test_caps_hold_over_both_phone_protocols_over_http(account, make_user, make_device):
@@ -331,39 +378,38 @@ def test_a_killed_phones_unconfirmed_leases_go_to_another_and_its_confirmed_ones
     assert Message.objects.get(pk=confirmed[0]).status == Status.UNKNOWN
 
 
-def test_an_app_phone_that_fetched_and_died_is_fenced_by_its_valid_until_then_bypassed(
+def test_an_app_phone_that_fetched_and_went_silent_is_never_bypassed(
     account, fleet, make_user, settings
 ):
-    from tests.devices.test_smsgate_app import App, basic
-
+    """The app sends before it reports: a served pooled message it never reported may have
+    gone out. Past its (short) validUntil it ends unknown, never on another phone."""
     settings.POOL_VALID_SECONDS = 300
-    user = make_user("fence@example.com", account=account)
-    app = App(Client())
-    assert app.register(basic(user.email, "correct horse battery")).status_code == 201
-    phone = Device.objects.get(pk=int(app.id))
-    online(phone)
+    app, phone = app_phone(make_user, account, "fence@example.com")
     pool = make_pool(account, [SimSlot.objects.get(device=phone, slot=0), fleet[2]])
-    ids = send(account, pool, 2)
+    send(account, pool, 2)
     (served,) = app.fetch()
     message = Message.objects.get(pk=int(served["id"].split("-")[0]))
     # The phone refuses to send it after validUntil: its paced time + POOL_VALID_SECONDS.
     valid, paced = datetime.fromisoformat(served["validUntil"]), message.not_before_at
     assert paced is not None and abs((valid - paced).total_seconds() - 300) < 1
     assert message.lease_expires_at == paced + timedelta(seconds=300) + handoff.FENCE_MARGIN
-    # The phone dies. Before the fence runs out, the message stays its own.
+    # The phone goes silent. Before the fence runs out, the message stays its own.
     Device.objects.filter(pk=phone.pk).update(last_seen_at=timezone.now() - timedelta(hours=1))
     tasks.sweep_leases()
     tasks.route_pools()
     assert Message.objects.get(pk=message.pk).status == Status.TAKEN
-    # Past the fence the phone can no longer send it: it goes back to the pool, and on.
+    # Past the fence it may have sent it (a lost report): unknown, not offered elsewhere.
     Message.objects.filter(pk=message.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
     tasks.sweep_leases()
     tasks.route_pools()
-    moved = Message.objects.get(pk=message.pk)
-    assert (moved.status, moved.device_id) == (Status.NEW, fleet[2].device_id)
-    assert {m.id for m in handoff.poll(fleet[2].device).messages} == set(ids)
+    ended = Message.objects.get(pk=message.pk)
+    assert (ended.status, ended.device_id) == (Status.UNKNOWN, phone.pk)
+    assert message.pk not in {m.id for m in handoff.poll(fleet[2].device).messages}
+    # Its report, late, is still the truth.
+    assert app.report(served["id"], "Sent").status_code == 204
+    assert Message.objects.get(pk=message.pk).status == Status.SENT
 
 
 def overdue(*ids: int) -> None:
@@ -419,13 +465,7 @@ def test_nothing_is_asked_back_when_no_other_phone_may_send_it(account, fleet):
 def test_an_app_phone_gives_back_a_stuck_message_by_answering_cancelling_with_cancelled(
     account, fleet, make_user
 ):
-    from tests.devices.test_smsgate_app import App, basic
-
-    user = make_user("revoke@example.com", account=account)
-    app = App(Client())
-    assert app.register(basic(user.email, "correct horse battery")).status_code == 201
-    phone = Device.objects.get(pk=int(app.id))
-    online(phone)
+    app, phone = app_phone(make_user, account, "revoke@example.com")
     pool = make_pool(account, [SimSlot.objects.get(device=phone, slot=0), fleet[2]])
     ids = send(account, pool, 2)
     (served,) = app.fetch()
@@ -437,11 +477,33 @@ def test_an_app_phone_gives_back_a_stuck_message_by_answering_cancelling_with_ca
     tasks.route_pools()
     (asked,) = app.fetch()
     assert (asked["id"], asked["state"]) == (served["id"], "Cancelling")
-    assert app.report(served["id"], "Cancelled").status_code == 204
+    # The app's PATCH may repeat a state (each one built when its worker runs).
+    now = timezone.now().strftime("%Y-%m-%dT%H:%M:%S.123+05:30")
+    twice = [
+        {"id": served["id"], "state": "Cancelled", "states": {"Cancelled": now},
+         "recipients": [{"phoneNumber": "+4915752982000", "state": "Cancelled"}]},
+    ] * 2  # fmt: skip
+    assert app.call("PATCH", "/message", twice).status_code == 204
     moved = Message.objects.get(pk=message_id)
     assert (moved.status, moved.device_id) == (Status.NEW, fleet[2].device_id)
     assert app.fetch() == []  # never offered to the app again
     assert {m.id for m in handoff.poll(fleet[2].device).messages} == set(ids)
+
+
+def test_an_operator_move_takes_a_message_out_of_its_pool_and_a_resend_goes_through_it(
+    account, fleet
+):
+    pool = make_pool(account, fleet[1:])
+    (moved_id, copied_id) = send(account, pool, 2)
+    assert messaging.reassign(account, [moved_id], fleet[0].device_id, 0) == 1
+    pools.sweep_pool(pool)
+    moved = Message.objects.get(pk=moved_id)
+    assert (moved.pool_id, moved.device_id, moved.sim) == (None, fleet[0].device_id, 0)
+    Device.objects.filter(pk__in={s.device_id for s in fleet}).update(enabled=False)
+    pools.sweep_pool(pool)  # now held
+    assert Message.objects.get(pk=copied_id).device_id is None
+    (copy,) = messaging.resend(account, [copied_id])
+    assert Message.objects.get(pk=copy).pool_id == pool.pk
 
 
 def test_draining_or_removing_a_sim_moves_its_waiting_queue(account, fleet):
@@ -676,3 +738,71 @@ def test_webhooks_say_which_phone_and_sim_sent_a_pooled_message(account, fleet, 
         (Status.SENT, taker.device_id, taker.sim),
     ]
     assert taker.device_id != pool.pk
+
+
+def test_rest_lists_the_pools_with_their_sims_eligibility(account, fleet, make_account):
+    _, secret = accounts.create_api_token(account, "tests")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    pool = make_pool(account, fleet, is_default=True)
+    PoolMember.objects.filter(pool=pool, sim=fleet[1]).update(draining=True)
+    send(account, pool, 3)
+    listed = api.get("/api/v1/pools")
+    assert listed.status_code == 200, listed.content
+    (shown,) = listed.json()["results"]
+    assert (shown["id"], shown["name"], shown["is_default"], shown["online"]) == (
+        pool.pk,
+        "Fleet",
+        True,
+        True,
+    )
+    assert shown["waiting"] == 3 and shown["held"] == 0
+    members = {(m["device_id"], m["sim"]): m for m in shown["members"]}
+    assert members[(fleet[1].device_id, 1)]["eligible"] is False
+    assert members[(fleet[1].device_id, 1)]["reason"] == "draining"
+    assert sum(m["waiting"] for m in members.values()) == 3
+    assert api.get(f"/api/v1/pools/{pool.pk}").json()["id"] == pool.pk
+    # Another account's pool is simply not there.
+    other = make_account()
+    theirs = pools.create_pool(other, "Theirs")
+    assert api.get(f"/api/v1/pools/{theirs.pk}").status_code == 404
+    assert api.get("/api/v1/pools/99999999").status_code == 404
+    assert [p["id"] for p in api.get("/api/v1/pools").json()["results"]] == [pool.pk]
+
+
+def test_an_app_phone_registering_again_keeps_its_sims_caps_pool_places_and_usage(
+    account, fleet, make_user
+):
+    from tests.devices.test_smsgate_app import App, basic
+
+    app, old = app_phone(make_user, account, "again@example.com")
+    old_sim = SimSlot.objects.get(device=old, slot=0)
+    SimSlot.objects.filter(pk=old_sim.pk).update(max_per_hour=2)
+    pool = make_pool(account, [old_sim, fleet[2]])
+    send(account, pool, 2)  # one each
+    Message.objects.filter(pool=pool, device=fleet[2].device).update(device=old, sim=0)
+    assert len(app.fetch()) == 2  # both, its cap for this hour
+    # The phone's token is revoked; the app registers again with the same SIM cards.
+    Device.objects.filter(pk=old.pk).update(token_hash=None)
+    again = App(Client())
+    assert again.register(basic("again@example.com", "correct horse battery")).status_code == 201
+    new = Device.objects.get(pk=int(again.id))
+    assert new.replaces_id == old.pk
+    new_sim = SimSlot.objects.get(device=new, slot=0)
+    assert new_sim.max_per_hour == 2
+    assert PoolMember.objects.filter(pool=pool, sim=new_sim).exists()
+    # What the old installation took counts: the SIM has used this hour's two.
+    (candidate,) = [c for c in pools.candidates(pool) if c.device.pk == new.pk]
+    assert candidate.reason is not None and candidate.reason.startswith("hourly cap reached")
+    later = send(account, pool, 2, phone="+4915752983{:03d}")
+    assert set(share(later)) == {(fleet[2].device_id, 0)}
+    # A queue it had waiting moves to it, still pooled.
+    SimSlot.objects.filter(pk=new_sim.pk).update(max_per_hour=None)
+    third = App(Client())
+    Device.objects.filter(pk=new.pk).update(token_hash=None)
+    waiting = send(account, pool, 4, phone="+4915752984{:03d}")
+    mine = list(Message.objects.filter(pk__in=waiting, device=new).values_list("pk", flat=True))
+    assert mine
+    assert third.register(basic("again@example.com", "correct horse battery")).status_code == 201
+    newest = int(third.id)
+    assert set(Message.objects.filter(pk__in=mine).values_list("device_id", flat=True)) == {newest}
+    assert {m.pool_id for m in Message.objects.filter(pk__in=waiting)} == {pool.pk}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -507,6 +508,12 @@ def test_the_schema_and_its_documentation_are_served_without_a_cdn(setup, client
         and "/static/drf_spectacular_sidecar/" in docs
     )
     assert client.get("/api/redoc/").status_code == 200
+    # POST /messages documents its body, its example and its Idempotency-Key header.
+    document = client.get("/api/schema/", {"format": "json"}).json()
+    create = document["paths"]["/api/v1/messages"]["post"]
+    assert "MessageCreate" in json.dumps(create["requestBody"])
+    assert "Idempotency-Key" in {p["name"] for p in create.get("parameters", [])}
+    assert "/api/v1/pools" in document["paths"]
 
 
 def test_a_creation_time_window_pages_completely(setup):

@@ -221,6 +221,37 @@ def _seconds(low: int, high: int, value: int | None) -> int | None:
     return value
 
 
+class PoolMemberSerializer(serializers.Serializer):
+    device_id = serializers.IntegerField(source="device.pk")
+    sim = serializers.IntegerField(source="slot.slot", help_text="SIM slot, 0-based.")
+    weight = serializers.IntegerField(source="member.weight")
+    draining = serializers.BooleanField(source="member.draining")
+    eligible = serializers.SerializerMethodField()
+    reason = serializers.CharField(
+        allow_null=True, help_text="Why it may take no SMS now (null: it may)."
+    )
+    waiting = serializers.IntegerField(help_text="SMS waiting for this SIM.")
+
+    def get_eligible(self, candidate: Any) -> bool:
+        return candidate.reason is None
+
+
+class PoolSerializer(serializers.Serializer):
+    """A pool as pools.status() sees it now (read-only: pools are set up in the admin)."""
+
+    id = serializers.IntegerField(
+        source="pool.pk", help_text="Send to it as device_id (or as pool)."
+    )
+    name = serializers.CharField(source="pool.name")
+    strategy = serializers.CharField(source="pool.strategy")
+    is_default = serializers.BooleanField(source="pool.is_default")
+    online = serializers.BooleanField(help_text="Whether any of its SIMs may send now.")
+    waiting = serializers.IntegerField(help_text="Its SMS waiting, held ones included.")
+    held = serializers.IntegerField(help_text="Its SMS no SIM may take yet.")
+    last_seen_at = serializers.DateTimeField(allow_null=True)
+    members = PoolMemberSerializer(many=True)
+
+
 class DeviceSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     title = serializers.CharField(

@@ -31,7 +31,7 @@ from contacts.models import Contact, Newsletter, Tag
 from devices import pools
 from devices import queries as devices
 from devices import services as device_services
-from devices.models import Device
+from devices.models import Device, Pool
 from gateway import services as accounts
 from gateway.api_fields import JSONParser
 from gateway.models import ApiToken
@@ -165,6 +165,12 @@ class MessageViewSet(AccountViewSet):
             status=status.HTTP_201_CREATED,
         )
 
+    def _check_pools(self, items: Sequence[dict[str, Any]]) -> None:
+        asked = {item["pool"] for item in items if item["pool"] is not None}
+        missing = asked - pools.pools_by_id(self.account(), asked).keys()
+        if missing:
+            raise serializers.ValidationError({"pool": f"no such pool: {min(missing)}"})
+
     @extend_schema(
         request=wire.MessageCreateSerializer,
         responses={
@@ -173,12 +179,6 @@ class MessageViewSet(AccountViewSet):
         examples=[CREATE_EXAMPLE],
         parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
     )
-    def _check_pools(self, items: Sequence[dict[str, Any]]) -> None:
-        asked = {item["pool"] for item in items if item["pool"] is not None}
-        missing = asked - pools.pools_by_id(self.account(), asked).keys()
-        if missing:
-            raise serializers.ValidationError({"pool": f"no such pool: {min(missing)}"})
-
     def create(self, request: Request) -> Response:
         data = self.payload(wire.MessageCreateSerializer)
         self._check_pools([data])
@@ -259,6 +259,30 @@ class DeviceViewSet(AccountViewSet):
             ).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+class PoolCursor(Cursor):
+    ordering = "-pk"  # a pool's primary key is its handle (the id clients send to)
+
+    def get_ordering(self, request: Request, queryset: Any, view: Any) -> tuple[str, ...]:
+        return (self.ordering,)
+
+
+class PoolViewSet(AccountViewSet):
+    """The account's pools, each with which of its SIMs may send now and why not."""
+
+    model = Pool
+    serializer_class = wire.PoolSerializer
+    pagination_class = PoolCursor
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        statuses = pools.status(page or [])
+        return self.get_paginated_response(wire.PoolSerializer(statuses, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        (found,) = pools.status([self.get_object()])
+        return Response(wire.PoolSerializer(found).data)
 
 
 @extend_schema_view(
