@@ -26,6 +26,7 @@ from contacts.models import Newsletter
 from devices import pools, wake
 from devices.models import Device, SimSlot
 from devices.queries import LONG_POLL_SECONDS
+from gateway import metrics
 from messaging import lifecycle
 from messaging import services as messaging
 from messaging.lifecycle import ConfirmResult, Outcome
@@ -231,6 +232,10 @@ def return_expired_leases(device: Device | None = None, *, limit: int = 1000) ->
     ]
     moved = lifecycle.return_unconfirmed(returned, expired_before=now, source="lease expired")
     given_up = lifecycle.give_up_unreported(unreported, expired_before=now, source="lease expired")
+    if moved:
+        metrics.LEASES_RETURNED.inc(len(moved))
+    if given_up:
+        metrics.OUTCOMES_OVERDUE.inc(len(given_up))
     return len(moved) + len(given_up)
 
 

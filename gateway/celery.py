@@ -5,7 +5,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
 
 from gateway.redaction import install as install_redaction
 
@@ -21,3 +21,14 @@ app.autodiscover_tasks()
 def _redact_worker_logs(logger: logging.Logger, **kwargs: Any) -> None:
     # The worker and beat replace the handlers of settings.LOGGING with their own.
     install_redaction(logger)
+
+
+@worker_ready.connect
+def _serve_metrics(**kwargs: Any) -> None:
+    # A worker in its own container has no web process beside it to add up its samples.
+    from django.conf import settings
+
+    if settings.METRICS_WORKER_PORT and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from gateway.metrics import worker_server
+
+        worker_server(settings.METRICS_WORKER_PORT, settings.METRICS_WORKER_BIND)

@@ -4,6 +4,8 @@ Command-line options (bind, workers, threads) still come from the Procfile / com
 """
 
 import gc
+import os
+from typing import Any
 
 from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
@@ -28,3 +30,11 @@ def post_worker_init(worker: object) -> None:
     # of the collector's reach removes the 40-80 ms full collections that otherwise show up
     # as latency spikes under load.
     gc.freeze()
+
+
+def child_exit(server: object, worker: Any) -> None:
+    # Multiprocess metrics (gateway.metrics): a worker's live samples go with it.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

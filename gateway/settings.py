@@ -7,6 +7,7 @@ message naming the variable, instead of being silently read as a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -147,6 +148,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "gateway.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -517,6 +519,32 @@ SMSGATE_PING_SECONDS = env_int("SMSGATE_PING_SECONDS", 60, minimum=10)
 SMSGATE_WEBHOOK_SKEW_SECONDS = env_int("SMSGATE_WEBHOOK_SKEW_SECONDS", 300, minimum=30)
 # Event streams (SSE): a keep-alive comment at least this often.
 STREAM_KEEPALIVE_SECONDS = env_int("STREAM_KEEPALIVE_SECONDS", 15, minimum=1)
+
+# Prometheus metrics at /metrics (docs/operations.md): with METRICS_TOKEN set, a scraper
+# sends "Authorization: Bearer <token>"; without it, only these client addresses (networks,
+# comma-separated) are served. METRICS_WORKER_PORT: a Celery worker serves its own samples
+# on this port and address (a worker in its own container; 0: off). Unauthenticated: bind
+# it only where just the scraper reaches it.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+try:
+    METRICS_ALLOW_FROM = [
+        ipaddress.ip_network(net, strict=False)
+        for net in env_list("METRICS_ALLOW_FROM", ["127.0.0.0/8", "::1/128"])
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOW_FROM must list IP networks: {exc}") from None
+METRICS_WORKER_PORT = env_int("METRICS_WORKER_PORT", 0, minimum=0)
+METRICS_WORKER_BIND = env_str("METRICS_WORKER_BIND", "127.0.0.1")
+# Where every process of this host writes its metrics samples (prometheus_client reads it
+# itself, at import: set it before the processes start, as scripts/run.sh does).
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:
+    try:
+        os.makedirs(PROMETHEUS_MULTIPROC_DIR, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"PROMETHEUS_MULTIPROC_DIR must be a folder this process can write: {exc}"
+        ) from None
 
 # Tokens are checked at most this often for their last-used time, so a busy client does not
 # turn every request into a write.

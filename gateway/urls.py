@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from gateway import admin_login, views
 from gateway.admin import dashboard_view
+from gateway.metrics import metrics_view
 from messaging.api.compat import getdata
 
 # The admin's password forms count failures with the APIs' logins (gateway/admin_login.py).
@@ -13,6 +14,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("favicon.ico", views.favicon),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/password_change/", admin.site.admin_view(admin_login.password_change)),
     path("admin/", admin.site.urls),

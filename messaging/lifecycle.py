@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,6 +36,7 @@ from django.utils import timezone
 from contacts.models import Newsletter
 from devices import wake
 from devices.models import Device
+from gateway import metrics
 from gateway.models import Account
 from messaging import webhooks
 from messaging.models import (
@@ -354,10 +355,35 @@ def _move(
         )
         if target == Status.CANCELLED and history:
             _tell_phones_of_cancels([message_id for message_id, _ in history])
+        if history:
+            _count(target, [rows[message_id][3] for message_id, _ in history], result.moved)
     result.moved.sort()
     if result.moved:
         log.info("moved %d message(s) to %s (%s)", len(result.moved), target.name, source)
     return result
+
+
+def _count(target: Status, accounts: list[int], moved: list[int]) -> None:
+    """The moves for the metrics (gateway.metrics), with the latencies of sent/delivered."""
+    spans: list[tuple[datetime, datetime]] = []
+    if target == Status.SENT:
+        spans = [
+            (created, sent)
+            for created, sent in Message.objects.filter(id__in=moved).values_list(
+                "created_at", "sent_at"
+            )
+            if sent is not None
+        ]
+    elif target == Status.DELIVERED:
+        # Only where "sent" came first: a delivery report alone sets both times at once.
+        spans = [
+            (sent, delivered)
+            for sent, delivered in Message.objects.filter(id__in=moved).values_list(
+                "sent_at", "delivered_at"
+            )
+            if sent is not None and delivered is not None and sent < delivered
+        ]
+    metrics.status_changed(target.name.lower(), Counter(accounts), spans)
 
 
 def _tell_phones_of_cancels(message_ids: list[int]) -> None:
@@ -623,12 +649,13 @@ def settle_overdue(*, limit: int = 1000) -> int:
         .order_by("outcome_deadline_at")
         .values_list("id", flat=True)[:limit]
     )
-    return len(
-        _move(
-            ids,
-            Status.UNKNOWN,
-            only_from=[Status.TAKEN],
-            detail="no outcome reported by the phone before the deadline",
-            source="deadline",
-        ).moved
-    )
+    moved = _move(
+        ids,
+        Status.UNKNOWN,
+        only_from=[Status.TAKEN],
+        detail="no outcome reported by the phone before the deadline",
+        source="deadline",
+    ).moved
+    if moved:
+        metrics.OUTCOMES_OVERDUE.inc(len(moved))
+    return len(moved)

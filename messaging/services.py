@@ -22,6 +22,7 @@ from django.utils import timezone
 from contacts.models import Newsletter
 from devices import pools, queries, wake
 from devices.models import Device, PhoneWebhookReceipt, Pool
+from gateway import metrics
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone, split_recipients
 from messaging import lifecycle, webhooks
@@ -273,6 +274,7 @@ def store(account: Account, batch: PreparedBatch, *, return_ids: bool = True) ->
         devices = {row[_DEVICE] for row in rows if row[_DEVICE] is not None}
         # Wake phones waiting in a long poll, once the messages are visible to them.
         transaction.on_commit(lambda: wake.ring(devices))
+        metrics.status_changed("new", {account.pk: len(rows)})
     log.info("account %s: %d SMS submitted", account.pk, len(rows))
     return ids
 
@@ -375,6 +377,8 @@ def store_incoming(
             if (message_id := stored.get(row.external_id)) and message_id not in known
         ]
         webhooks.received([message_id for message_id, _, _ in fresh])
+        if fresh:
+            metrics.status_changed("incoming", {device.account_id: len(fresh)})
     return stored, fresh
 
 
@@ -416,6 +420,7 @@ def store_newsletter(newsletter: Newsletter, recipients: tuple[str, list[Any]]) 
             [*params, *recipient_params],
         )
         written = max(cursor.rowcount, 0)
+    metrics.status_changed("new", {newsletter.account_id: written})
     if pool_id is not None and written:
         _route_newsletter(newsletter.pk, pool_id)
     return written

@@ -37,6 +37,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from devices.queries import get_device
+from gateway import metrics
 from gateway.models import Account
 from gateway.tasks import enqueue_on_commit
 from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
@@ -561,6 +562,7 @@ def deliver(event_pk: int) -> str:
         fields.update(next_attempt_at=finished + _backoff(attempts))
         outcome = "retry"
     WebhookEvent.objects.filter(pk=event.pk, state=WebhookEvent.State.PENDING).update(**fields)
+    metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
     if error:
         log.info("webhook event %s attempt %d: %s", event.event_id, attempts, error)
     return outcome

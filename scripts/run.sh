@@ -12,6 +12,11 @@ if [ -f .env ]; then
     set -a; . ./.env; set +a
 fi
 python manage.py migrate --noinput
+# Every process of this run writes its metrics samples here; /metrics adds them up. Emptied
+# at each start (prometheus_client's multiprocess mode wants a fresh folder per run).
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-${GATEWAY_VAR_DIR:-$PWD/var}/prometheus}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 # Static files are collected again only when what they come from changed: the installed
 # packages (the install stamp), the settings, our own static folders.
 static_stamp=staticfiles/.gateway-collected

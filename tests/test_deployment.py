@@ -21,7 +21,9 @@ def _compose() -> dict:
 
 
 def _command_words(command: str | list[str]) -> list[str]:
-    return shlex.split(command) if isinstance(command, str) else list(command)
+    words = shlex.split(command) if isinstance(command, str) else list(command)
+    # sh -c "a && exec b ...": the words of the script itself.
+    return shlex.split(words[2]) if words[:2] == ["sh", "-c"] else words
 
 
 def _check_command(words: list[str]) -> None:
@@ -119,3 +121,16 @@ def test_the_https_front_routes_streams_to_the_asgi_process_and_the_rest_to_web(
     env = services["web"]["environment"]
     assert env["PUBLIC_URL"].startswith("${PUBLIC_URL:-https://")
     assert env["BEHIND_PROXY"] == "${BEHIND_PROXY:-1}"
+
+
+def test_compose_keeps_each_containers_metrics_samples_apart_and_fresh():
+    services = _compose()["services"]
+    folder = services["web"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    # Process ids repeat across containers: never a folder on the shared volume.
+    assert not folder.startswith("/app/var")
+    for name in ("web", "streams", "worker", "webhooks"):
+        script = " ".join(_command_words(services[name]["command"]))
+        assert f"rm -rf {folder}" in script and f"mkdir -p {folder}" in script, name
+    for name in ("worker", "webhooks"):
+        assert services[name]["environment"]["METRICS_WORKER_PORT"] == 9808
+        assert "ports" not in services[name]  # unauthenticated: never on the host
