@@ -232,6 +232,10 @@ def _allowed(request: HttpRequest) -> bool:
     if token:
         given = request.META.get("HTTP_AUTHORIZATION", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    if not settings.BEHIND_PROXY and request.META.get("HTTP_X_FORWARDED_FOR"):
+        # Relayed by a proxy we were not told about (an HTTPS front on this host would make
+        # every caller look like loopback): its address says nothing about the caller.
+        return False
     try:
         address = ipaddress.ip_address(client_address(request))
     except ValueError:

@@ -51,6 +51,23 @@ def test_only_allowed_addresses_or_the_token_may_read_them(settings):
     assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
     refused = client.get("/metrics", REMOTE_ADDR="203.0.113.7")
     assert refused.status_code == 403 and b"METRICS_TOKEN" in refused.content
+    # Through a proxy the server was not told about, loopback means nothing.
+    relayed = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.7")
+    assert relayed.status_code == 403
+    settings.BEHIND_PROXY = True  # the front's header names the caller
+    assert (
+        client.get(
+            "/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="127.0.0.1"
+        ).status_code
+        == 200
+    )
+    assert (
+        client.get(
+            "/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.7"
+        ).status_code
+        == 403
+    )
+    settings.BEHIND_PROXY = False
     settings.METRICS_TOKEN = "s3cret-scraper-token"
     assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
     assert (
