@@ -176,11 +176,13 @@ class ContactAdmin(AccountScopedAdmin):
                 except services.InvalidImport as exc:
                     form.add_error("file", str(exc))
                 else:
-                    level = messages.WARNING if result.errors else messages.SUCCESS
+                    trouble = result.errors or result.duplicates
+                    level = messages.WARNING if trouble else messages.SUCCESS
                     self.message_user(
                         request,
                         f"{result.created} contacts created, {result.updated} updated, "
-                        f"{len(result.errors)} rows with errors.",
+                        f"{len(result.errors)} rows with errors, "
+                        f"{len(result.duplicates)} rows repeating a number of the file.",
                         level,
                     )
         context = {

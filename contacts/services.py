@@ -482,6 +482,8 @@ class ImportResult:
     created: int = 0
     updated: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
+    # Rows whose number an earlier row of the same file already had: (line, what happened).
+    duplicates: list[tuple[int, str]] = field(default_factory=list)
 
 
 MAX_IMPORT_ROWS = 50_000
@@ -538,12 +540,14 @@ def import_contacts(
 ) -> ImportResult:
     """Create or update contacts from rows with ``phone``, ``name`` and ``tags`` (tag titles
     separated by ``;`` or ``|``, created when new). Phones are normalized, so the same number
-    written twice is one contact (its tags merged). A bad row (unreadable, a value with a
-    NUL character, more than MAX_TAGS_PER_ROW tags) is reported by its line number (the
-    header is line 1) and does not stop the others. Idempotent.
+    written twice is one contact (its tags merged, the later name kept); each such repeat is
+    reported in ``duplicates`` with the line that had the number first. A bad row
+    (unreadable, a value with a NUL character, more than MAX_TAGS_PER_ROW tags) is reported
+    by its line number (the header is line 1) and does not stop the others. Idempotent.
     """
     result = ImportResult()
     tag_ids: dict[str, int] = {}
+    first_line: dict[str, int] = {}  # normalized number -> the line that had it first
     for line, row in enumerate(rows, start=2):
         if line - 1 > MAX_IMPORT_ROWS:
             result.errors.append((line, f"more than {MAX_IMPORT_ROWS} rows; the rest was skipped"))
@@ -576,6 +580,14 @@ def import_contacts(
         except InvalidContact as exc:
             result.errors.append((line, f"{phone}: {exc}"))
             continue
+        number = _normalized_or_raw(phone)
+        if number in first_line:
+            earlier = first_line[number]
+            result.duplicates.append(
+                (line, f"{number} is also on line {earlier}: tags merged, this line's name kept")
+            )
+        else:
+            first_line[number] = line
         if existed:
             result.updated += 1
         else:

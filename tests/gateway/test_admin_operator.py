@@ -128,6 +128,8 @@ def test_csv_import_normalizes_merges_and_reports_bad_rows(operator):
     text = response.content.decode()
     assert "1 created, 1 updated." in text
     assert "<td>4</td>" in text and "<td>5</td>" in text  # the two bad lines, by number
+    # The repeated number is reported, with the line that had it first.
+    assert "+4915700000001 is also on line 2" in text and "<td>3</td>" in text
     contact = Contact.objects.get(account=account)
     assert contact.name == "Anna B." and sorted(contact.tags.values_list("title", flat=True)) == [
         "news",

@@ -368,10 +368,15 @@ def test_tags_and_contacts_crud_with_membership_and_import(setup):
     ).json()
     assert (result["created"], list(result["errors"])) == (1, ["3"])
     csv_file = SimpleUploadedFile(
-        "c.csv", b"phone,name\n+4915700000003,Ben\n", content_type="text/csv"
+        "c.csv",
+        b"phone,name\n+4915700000003,Ben\n+49 157 00000003,Benny\n",
+        content_type="text/csv",
     )
-    uploaded = api.client.post(API + "contacts/import", {"file": csv_file})
-    assert uploaded.json()["created"] == 1
+    uploaded = api.client.post(API + "contacts/import", {"file": csv_file}).json()
+    assert (uploaded["created"], uploaded["updated"]) == (1, 1)
+    assert uploaded["duplicates"] == {
+        "3": "+4915700000003 is also on line 2: tags merged, this line's name kept"
+    }
     assert api.delete(f"tags/{tag['id']}").status_code == 204
     is_problem(api.post("contacts", {"phone": "x"}), 400)
 

@@ -384,6 +384,7 @@ class ContactViewSet(AccountViewSet):
                 "created": serializers.IntegerField(),
                 "updated": serializers.IntegerField(),
                 "errors": serializers.DictField(),
+                "duplicates": serializers.DictField(),
             },
         ),
     )
@@ -406,6 +407,7 @@ class ContactViewSet(AccountViewSet):
                 "created": result.created,
                 "updated": result.updated,
                 "errors": {str(line): m for line, m in result.errors},
+                "duplicates": {str(line): m for line, m in result.duplicates},
             }
         )
 
