@@ -181,8 +181,12 @@ class ContactAdmin(AccountScopedAdmin):
                     self.message_user(
                         request,
                         f"{result.created} contacts created, {result.updated} updated, "
-                        f"{len(result.errors)} rows with errors, "
-                        f"{len(result.duplicates)} rows repeating a number of the file.",
+                        f"{len(result.errors)} rows with errors"
+                        + (
+                            f", {len(result.duplicates)} rows repeating a number of the file."
+                            if result.duplicates
+                            else "."
+                        ),
                         level,
                     )
         context = {

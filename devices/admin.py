@@ -283,18 +283,23 @@ class PairingCodeAdmin(AccountScopedAdmin):
     readonly_fields = ("account", "created_at", "expires_at", "used_at", "device")
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+        """GET: what pairing takes, and a button; each POST (a click) makes one set of codes,
+        so reloading or prefetching the page spends none."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        account = account_of(request) or getattr(request.user, "account", None)
-        pairing, code = services.create_pairing_code(account)  # type: ignore[arg-type]
-        how = services.pairing_instructions(pairing, code, public_url(request))
-        app = services.app_instructions(account, public_url(request))  # type: ignore[arg-type]
-        context = {
+        server = public_url(request)
+        context: dict[str, Any] = {
             **self.admin_site.each_context(request),
-            "how": how,
-            "app": app,
             "opts": self.opts,
+            "lifetime_minutes": int(services.PAIRING_CODE_TTL.total_seconds() // 60),
+            "server": server,
+            "server_warning": services.server_warning(server),
         }
+        if request.method == "POST":
+            account = account_of(request) or getattr(request.user, "account", None)
+            pairing, code = services.create_pairing_code(account)  # type: ignore[arg-type]
+            context["how"] = services.pairing_instructions(pairing, code, server)
+            context["app"] = services.app_instructions(account, server)  # type: ignore[arg-type]
         return TemplateResponse(request, "admin/devices/pairingcode/created.html", context)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -507,20 +507,27 @@ def app_instructions(account: Account, public_url: str) -> AppInstructions:
 
     pairing, code = create_pairing_code(account, digits=True)
     url = public_url.rstrip("/") + "/api/mobile/v1"
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    warning = ""
-    if host in ("localhost", "::1") or host.startswith("127."):
-        warning = (
-            f"{host} is this computer, not reachable from a phone: set PUBLIC_URL to the "
-            "address phones use (behind the HTTPS front)."
-        )
-    elif parts.scheme != "https":
+    warning = server_warning(public_url)
+    if not warning and urlsplit(url).scheme != "https":
         warning = (
             "The app's release build connects only over HTTPS: put the HTTPS front before "
             "the gateway and set PUBLIC_URL to its https:// address (docs/android-app.md)."
         )
     return AppInstructions(url, code, pairing.expires_at, enrollment_token(account), warning)
+
+
+def server_warning(public_url: str) -> str:
+    """Why a phone could not reach the server at ``public_url`` ("" when it can): a
+    phone's 127.0.0.1 or localhost is the phone itself."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(public_url).hostname or "").lower()
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return (
+            f"{host} is this computer, not reachable from a phone: set PUBLIC_URL to the "
+            "address phones use (behind the HTTPS front)."
+        )
+    return ""
 
 
 SETTABLE = (

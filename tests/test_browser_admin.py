@@ -63,6 +63,8 @@ def test_operator_pairs_a_phone_and_sends_an_sms_that_gets_delivered(
 
     page.goto(f"{live_server.url}/admin/devices/device/")
     page.click(".object-tools a.addlink")
+    assert page.locator(".pairing-code").count() == 0  # no code until asked for
+    page.click("input.pairing-create")
     assert page.locator(".pairing-qr svg").count() == 1
     code = page.locator(".pairing-code").inner_text().strip()
     assert len(code) == 9

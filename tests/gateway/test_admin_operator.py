@@ -161,7 +161,9 @@ def test_device_list_and_dashboard(operator):
     assert "Pixel" in dashboard and "<svg" in dashboard
     assert reverse("admin-dashboard") in client.get(reverse("admin:index")).content.decode()
     adding = client.get(reverse("admin:devices_device_add")).content.decode()
-    assert "Pairing code" in adding and Device.objects.count() == 1
+    assert "Create pairing codes" in adding and Device.objects.count() == 1
+    created = client.post(reverse("admin:devices_device_add")).content.decode()
+    assert "Pairing code" in created and Device.objects.count() == 1
 
 
 def test_large_lists_use_the_planner_estimate_on_postgres(operator, db_is_postgres):
