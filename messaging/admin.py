@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -22,7 +23,7 @@ from gateway.admin_base import (
     account_of,
     sim_label,
 )
-from messaging import services, webhooks
+from messaging import encoding, services, webhooks
 from messaging.models import Message, MessageStatusChange, Status, WebhookEndpoint, WebhookEvent
 
 
@@ -113,13 +114,31 @@ class SendForm(forms.Form):
     sim = forms.TypedChoiceField(label="SIM", choices=SIM_CHOICES, coerce=int)
     to = forms.CharField(label="To", max_length=20_000, help_text="Numbers, comma-separated.")
     body = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 4}), max_length=services.MAX_BODY_CHARS
+        widget=forms.Textarea(attrs={"rows": 4, "class": "sms-body"}),
+        max_length=services.MAX_BODY_CHARS,
+        help_text="Counted as the server counts it: GSM-7 or UCS-2, and SMS parts.",
     )
-    urgent = forms.BooleanField(required=False)
+    send_at = forms.SplitDateTimeField(
+        label="Send at",
+        required=False,
+        widget=AdminSplitDateTime,
+        help_text="Empty: now. A time in the past also means now.",
+    )
+    customer_id = forms.IntegerField(
+        label="Customer ID",
+        required=False,
+        min_value=-(2**63),
+        max_value=2**63 - 1,
+        help_text="Your own reference, returned in listings and webhooks.",
+    )
+    urgent = forms.BooleanField(required=False, help_text="Sent first, without the delay.")
 
     def __init__(self, *args: Any, devices: QuerySet[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["device"].queryset = devices  # type: ignore[attr-defined]
+        choices = list(devices[:2])
+        if len(choices) == 1:  # the only phone (or pool) is the one to use
+            self.fields["device"].initial = choices[0].pk
 
 
 @admin.register(Message)
@@ -314,8 +333,9 @@ class MessageAdmin(AccountScopedAdmin):
                             data["to"],
                             data["body"],
                             data["sim"],
-                            None,
+                            data["send_at"],
                             data["urgent"],
+                            data["customer_id"],
                         )
                     ],
                 )
@@ -332,7 +352,15 @@ class MessageAdmin(AccountScopedAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "form": form,
+            "media": self.media + form.media,
             "title": "Send SMS",
+            # The counter in the page uses the server's own alphabet and sizes.
+            "sms_alphabet": {
+                "basic": "".join(sorted(encoding.GSM7_BASIC)),
+                "extended": "".join(sorted(encoding.GSM7_EXTENDED)),
+                "gsm": [encoding.GSM7_SINGLE, encoding.GSM7_PART],
+                "ucs2": [encoding.UCS2_SINGLE, encoding.UCS2_PART],
+            },
         }
         return TemplateResponse(request, "admin/messaging/message/send.html", context)
 

@@ -93,3 +93,26 @@ def test_operator_pairs_a_phone_and_sends_an_sms_that_gets_delivered(
     assert "Delivered" in timeline and "Sent by Phone" in timeline
     assert Message.objects.get().status == Status.DELIVERED
     page.screenshot(path=str(tmp_path / "delivered.png"), full_page=True)
+
+
+def test_the_send_form_counts_characters_and_parts_as_the_server_does(
+    live_server, browser, make_user, paired
+):
+    from messaging.encoding import encoding_of
+
+    user = make_user("count@example.com", "a-long-passphrase", is_staff=True)
+    paired(account=user.account, title="Pixel")
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "count@example.com")
+    page.fill("#id_password", "a-long-passphrase")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{live_server.url}/admin/")
+    page.goto(f"{live_server.url}/admin/messaging/message/send/")
+    for text in ("Hello", "x" * 160, "x" * 161, "{" * 80, "{" * 81, "Grüße 😀", "😀" * 35,
+                 "😀" * 36):  # fmt: skip
+        page.fill("#id_body", text)
+        shown = page.locator(".sms-counter").inner_text()
+        server = encoding_of(text)
+        parts = "SMS" if server.segments == 1 else "SMS parts"
+        assert shown == f"{len(text)} characters, {server.name}, {server.segments} {parts}", text

@@ -62,6 +62,34 @@ def test_send_sms_from_the_admin(operator):
     assert "characters other than digits" in bad.content.decode()
 
 
+def test_send_sms_takes_a_time_a_customer_id_and_preselects_the_only_phone(operator):
+    client, _, device = operator
+    page = client.get(reverse("admin:messaging_message_send")).content.decode()
+    assert f'<option value="{device.pk}" selected>' in page  # the account's only phone
+    assert "sms-alphabet" in page and "sms-counter.js" in page
+    response = client.post(
+        reverse("admin:messaging_message_send"),
+        {
+            "device": device.pk,
+            "sim": 0,
+            "to": "+4915752982212",
+            "body": "Later",
+            "send_at_0": "2031-01-01",
+            "send_at_1": "10:00:00",
+            "customer_id": "4711",
+        },
+    )
+    assert response.status_code == 302
+    message = Message.objects.get(body="Later")
+    assert message.customer_id == 4711 and message.send_at.year == 2031
+    bad = client.post(
+        reverse("admin:messaging_message_send"),
+        {"device": device.pk, "sim": 0, "to": "+4915752982212", "body": "x",
+         "customer_id": str(2**63)},
+    ).content.decode()  # fmt: skip
+    assert "Ensure this value is less than or equal to" in bad
+
+
 def test_message_actions_go_through_the_services(operator, paired):
     client, account, device = operator
     other, _ = paired(account=account, title="Spare")
