@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -10,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from contacts.models import Newsletter
@@ -141,17 +143,47 @@ class SendForm(forms.Form):
             self.fields["device"].initial = choices[0].pk
 
 
+# A search term that can be (part of) a phone number as people type one.
+_PHONE_LIKE = re.compile(r"\+?[\d\s().\-/]+")
+# What an SMS a phone received never has.
+_OUTGOING_ONLY = frozenset(
+    {
+        "pool",
+        "hold_reason",
+        "send_at",
+        "urgent",
+        "customer_id",
+        "newsletter",
+        "delivered_at",
+        "lease_expires_at",
+        "confirmed_at",
+        "not_before_at",
+        "outcome_deadline_at",
+        "parts_sent",
+        "error_detail",
+    }
+)
+
+
+def _clock(value: Any) -> str:
+    """A time as the operator reads it: to the second, in the active zone, named."""
+    if value is None:
+        return "-"
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 @admin.register(Message)
 class MessageAdmin(AccountScopedAdmin):
     list_display = (
         "id",
         "phone",
+        "short_body",
         "status_badge",
         "device",
         "sim_card",
         "urgent",
-        "send_at",
-        "created_at",
+        "send_time",
+        "created_time",
     )
     list_filter = (
         "status",
@@ -161,7 +193,13 @@ class MessageAdmin(AccountScopedAdmin):
         "urgent",
         NewsletterFilter,
     )
-    search_fields = ("=phone", "=customer_id")
+    # Searched by get_search_results: any part of a number as people type it, a customer
+    # id, or words of the body (trigram indexes on PostgreSQL, migration 0015).
+    search_fields = ("phone", "body")
+    search_help_text = (
+        "Any part of a phone number (with or without +, spaces, a leading 0), a customer ID, "
+        "or words of the text."
+    )
     list_select_related = ("device",)
     # Everything about a message's life is written by messaging.lifecycle: shown, never edited.
     readonly_fields = (
@@ -209,18 +247,43 @@ class MessageAdmin(AccountScopedAdmin):
         return False  # a message's record stays; cancel it instead
 
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
-        # Exact matches on indexed columns; phone numbers are normalized like the API's.
-        from gateway.phones import InvalidPhone, normalize_phone
-
-        term = search_term.strip()
+        term = search_term.strip()[:200]
         if not term:
             return queryset, False
-        if term.isdigit() and len(term) < 12:
-            return queryset.filter(customer_id=int(term)) | queryset.filter(phone=term), False
         try:
-            return queryset.filter(phone=normalize_phone(term)), False
-        except InvalidPhone:
+            inputs.check_text(term, "q")
+        except inputs.InvalidInput:
             return queryset.none(), False
+        found = queryset.filter(body__icontains=term)
+        if _PHONE_LIKE.fullmatch(term):
+            # Stored numbers are +<country><number>: a typed "+49 157 ...", "0049 157" or
+            # national "0157 ..." all contain the same digits once the prefix zeros go.
+            typed = re.sub(r"\D", "", term)
+            digits = typed.lstrip("0")
+            if len(digits) >= 3:
+                found = found | queryset.filter(phone__contains=digits)
+            if typed and len(typed) <= 18:
+                found = found | queryset.filter(customer_id=int(typed))
+        return found, False
+
+    @admin.display(description="Text")
+    def short_body(self, message: Message) -> str:
+        body = message.body.replace("\n", " ")
+        return body if len(body) <= 40 else body[:39] + "\u2026"
+
+    @admin.display(description="Send at", ordering="send_at")
+    def send_time(self, message: Message) -> str:
+        return _clock(message.send_at)
+
+    @admin.display(description="Created", ordering="created_at")
+    def created_time(self, message: Message) -> str:
+        return _clock(message.created_at)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = super().get_fields(request, obj)
+        if obj is not None and obj.status == Status.INCOMING:
+            return [f for f in fields if f not in _OUTGOING_ONLY]
+        return fields
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, message: Message) -> str:

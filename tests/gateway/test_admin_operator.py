@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -88,6 +89,43 @@ def test_send_sms_takes_a_time_a_customer_id_and_preselects_the_only_phone(opera
          "customer_id": str(2**63)},
     ).content.decode()  # fmt: skip
     assert "Ensure this value is less than or equal to" in bad
+
+
+def test_the_message_list_finds_numbers_as_typed_and_words_and_shows_seconds(operator):
+    client, account, device = operator
+    messaging.submit(
+        account,
+        [
+            messaging.OutgoingSms(device.pk, "+4915752982212", "Your code is 4711"),
+            messaging.OutgoingSms(device.pk, "+4917612345678", "Meeting moved to Friday"),
+            messaging.OutgoingSms(device.pk, "+4915700000001", "x", customer_id=98765),
+        ],
+    )
+
+    def found(term: str) -> set[str]:
+        page = client.get(reverse("admin:messaging_message_changelist"), {"q": term})
+        assert page.status_code == 200
+        return {m.phone for m in page.context["cl"].result_list}
+
+    for typed in ("+49 157 52982212", "0157 5298 2212", "004915752982212", "52982", "2212"):
+        assert found(typed) == {"+4915752982212"}, typed
+    assert found("friday") == {"+4917612345678"}  # words of the text, any case
+    assert found("98765") == {"+4915700000001"}  # a customer id
+    assert found("nothing like it") == set()
+    listing = client.get(reverse("admin:messaging_message_changelist")).content.decode()
+    assert "Your code is 4711" in listing  # the text column
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", listing)  # seconds, zone
+
+
+def test_an_incoming_sms_page_shows_no_outgoing_fields(operator):
+    client, _, device = operator
+    stored, _ = messaging.store_incoming(
+        device, [messaging.IncomingSms("inbox-1", "+4915752982212", "STOP")]
+    )
+    page = client.get(
+        reverse("admin:messaging_message_change", args=[stored["inbox-1"]])
+    ).content.decode()
+    assert "STOP" in page and "Outcome deadline" not in page and "Urgent" not in page
 
 
 def test_message_actions_go_through_the_services(operator, paired):
