@@ -50,16 +50,22 @@ def browser(monkeypatch):
             browser.close()
 
 
+def log_in(browser, live_server, email: str, password: str):
+    """A new page of the admin, logged in."""
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", email)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{live_server.url}/admin/")
+    return page
+
+
 def test_operator_pairs_a_phone_and_sends_an_sms_that_gets_delivered(
     live_server, browser, make_user, tmp_path: Path
 ):
     make_user("ops@example.com", "a-long-passphrase", is_staff=True, is_superuser=True)
-    page = browser.new_page()
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "ops@example.com")
-    page.fill("#id_password", "a-long-passphrase")
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
+    page = log_in(browser, live_server, "ops@example.com", "a-long-passphrase")
 
     page.goto(f"{live_server.url}/admin/devices/device/")
     page.click(".object-tools a.addlink")
@@ -102,12 +108,7 @@ def test_the_send_form_counts_characters_and_parts_as_the_server_does(
 
     user = make_user("count@example.com", "a-long-passphrase", is_staff=True)
     paired(account=user.account, title="Pixel")
-    page = browser.new_page()
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "count@example.com")
-    page.fill("#id_password", "a-long-passphrase")
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
+    page = log_in(browser, live_server, "count@example.com", "a-long-passphrase")
     page.goto(f"{live_server.url}/admin/messaging/message/send/")
     for text in ("Hello", "x" * 160, "x" * 161, "{" * 80, "{" * 81, "Grüße 😀", "😀" * 35,
                  "😀" * 36):  # fmt: skip
