@@ -13,11 +13,13 @@ from django.utils import timezone
 
 from contacts import services as contacts_services
 from contacts.models import Contact, Newsletter, Tag
+from devices import handoff
 from devices.models import Device
 from gateway import services as accounts
 from gateway.admin_base import EstimatedCountPaginator
 from gateway.models import ApiToken
 from messaging import services as messaging
+from messaging.lifecycle import Outcome
 from messaging.models import Message, Status
 
 
@@ -230,6 +232,34 @@ def test_device_list_and_dashboard(operator):
     assert "Create pairing codes" in adding and Device.objects.count() == 1
     created = client.post(reverse("admin:devices_device_add")).content.decode()
     assert "Pairing code" in created and Device.objects.count() == 1
+
+
+def test_the_dashboard_shows_each_sim_its_queue_and_the_phones_health(operator, paired):
+    client, account, device = operator
+    from devices.models import SimSlot
+
+    SimSlot.objects.get_or_create(device=device, slot=1)
+    Device.objects.filter(pk=device.pk).update(battery_percent=77, charging=True)
+    messaging.submit(account, [messaging.OutgoingSms(device.pk, "+4915752982212", "w", 1)] * 2)
+    (sent,) = messaging.submit(account, [messaging.OutgoingSms(device.pk, "+4915752982213", "s")])
+    lease = handoff.poll(device, [0]).lease_id
+    handoff.confirm(device, [sent], lease)
+    handoff.report(device, [Outcome(sent, Status.SENT)])
+    page = client.get(reverse("admin-dashboard")).content.decode()
+    assert "77 %, charging" in page and "SIM 1" in page and "SIM 2" in page
+    assert f'?device={device.pk}&amp;sim=1&amp;status__exact=1">2</a>' in page  # SIM 2 waits
+    assert "<td>1 / 0 / 0</td>" in page  # SIM 1 sent one today
+    # More phones cost no more queries.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as one:
+        client.get(reverse("admin-dashboard"))
+    for n in range(5):
+        paired(account=account, title=f"Spare {n}")
+    with CaptureQueriesContext(connection) as six:
+        assert client.get(reverse("admin-dashboard")).status_code == 200
+    assert len(six) == len(one)
 
 
 def test_large_lists_use_the_planner_estimate_on_postgres(operator, db_is_postgres):
