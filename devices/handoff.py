@@ -399,24 +399,16 @@ def report(device: Device, outcomes: list[Outcome]) -> list[ReportResult]:
     revocation was asked for; "unchanged" when it was handed back already.
     """
     given = [o.message_id for o in outcomes if o.status == REVOKED]
-    back = pools.take_back(device, given) if given else lifecycle.MoveResult()
-    done = set(back.moved)
-    back_again = set(
-        Message.objects.filter(
-            id__in=[i for i in given if i not in done], revoked_from=device.pk
-        ).values_list("id", flat=True)
-    )
+    answers = _give_back(device, given) if given else {}
     recorded = iter(lifecycle.record_outcomes(device, [o for o in outcomes if o.status != REVOKED]))
     results = []
     for item in outcomes:
         if item.status != REVOKED:
             results.append(next(recorded))
-        elif item.message_id in done:
-            results.append("applied")
-            done.discard(item.message_id)
-            back_again.add(item.message_id)
-        else:
-            results.append("unchanged" if item.message_id in back_again else "refused")
+            continue
+        results.append(answers[item.message_id])
+        if answers[item.message_id] == "applied":  # the same item again finds it done
+            answers[item.message_id] = "unchanged"
     statuses = dict(
         Message.objects.filter(id__in=[o.message_id for o in outcomes], device=device).values_list(
             "id", "status"
@@ -426,6 +418,21 @@ def report(device: Device, outcomes: list[Outcome]) -> list[ReportResult]:
         ReportResult(item.message_id, result, statuses.get(item.message_id))
         for item, result in zip(outcomes, results, strict=True)
     ]
+
+
+def _give_back(device: Device, message_ids: list[int]) -> dict[int, str]:
+    """Per id: "applied" (handed back to its pool now), "unchanged" (this phone had handed
+    it back before) or "refused" (nobody asked for it back)."""
+    moved = set(pools.take_back(device, message_ids).moved)
+    before = set(
+        Message.objects.filter(
+            id__in=[i for i in message_ids if i not in moved], revoked_from=device.pk
+        ).values_list("id", flat=True)
+    )
+    return {
+        i: "applied" if i in moved else "unchanged" if i in before else "refused"
+        for i in message_ids
+    }
 
 
 def record(
