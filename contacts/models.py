@@ -73,6 +73,8 @@ class Newsletter(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     # When its messages were written (None: not yet).
     fanned_out_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When one of its messages last reached (or left) an outcome: its progress.
+    progressed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = TenantQuerySet.as_manager()
 

@@ -19,7 +19,9 @@ from devices.queries import is_online
 from gateway import services
 from gateway.admin_base import AccountScopedAdmin, account_of
 from gateway.models import Account, ApiToken, ServiceHeartbeat, User
-from messaging.models import FAILED, Message, MessageStatusChange, Status
+from messaging import problems
+from messaging.admin import problem_link, problem_subject
+from messaging.models import FAILED, Message, MessageStatusChange, Problem, Status
 
 # Our name on every admin page, and no "View site" link: the server has no public site.
 admin.site.site_header = "SMS gateway"
@@ -270,10 +272,16 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
                 }
             )
     device_rows = _sim_rows(devices, changes, now)
+    scoped = Problem.objects.all() if account is None else Problem.objects.filter(account=account)
+    open_problems = [
+        {"problem": p, "about": problem_subject(p), "concerned": problem_link(p)}
+        for p in problems.open_problems(scoped)[:50]
+    ]
     context = {
         **admin.site.each_context(request),
         "title": "Dashboard",
         "devices": device_rows,
+        "problems": open_problems,
         "bars": bars,
         "labels": labels,
         "totals_day": _counts(changes.filter(changed_at__gte=now - timedelta(hours=24))),

@@ -153,7 +153,7 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from devices import queries
         from devices.models import Device
-        from messaging.models import Message, Status, WebhookEvent
+        from messaging.models import Message, Problem, Status, WebhookEvent
 
         now = timezone.now()
         queue = GaugeMetricFamily(
@@ -205,6 +205,21 @@ class FleetCollector(Collector):
                 seen.add_metric([str(device.pk)], device.last_seen_at.timestamp())
         yield online
         yield seen
+
+        open_problems = GaugeMetricFamily(
+            "smsgateway_problems_open",
+            "Fleet problems open now (messaging.problems), by kind.",
+            labels=["kind"],
+        )
+        counts = dict(
+            Problem.objects.filter(resolved_at=None)
+            .values_list("kind")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for kind in Problem.Kind.values:
+            open_problems.add_metric([kind], counts.get(kind, 0))
+        yield open_problems
 
         pending = WebhookEvent.objects.filter(state=WebhookEvent.State.PENDING).aggregate(
             n=Count("id"), oldest=Min("created_at")

@@ -375,6 +375,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "device-lease-sweep": {"task": "devices.tasks.sweep_leases", **_every(15)},
     "pool-routing-sweep": {"task": "devices.tasks.route_pools", **_every(10)},
     "housekeeping": {"task": "messaging.tasks.housekeeping", **_every(60)},
+    "problem-sweep": {
+        "task": "messaging.tasks.sweep_problems",
+        **_every(env_int("PROBLEM_SWEEP_SECONDS", 60, minimum=1)),
+    },
 }
 
 # --- Logging --------------------------------------------------------------------------------
@@ -500,6 +504,18 @@ if POOL_REVOKE_SECONDS >= DEVICE_OUTCOME_SECONDS:
         f"POOL_REVOKE_SECONDS ({POOL_REVOKE_SECONDS}) must be below DEVICE_OUTCOME_SECONDS "
         f"({DEVICE_OUTCOME_SECONDS}): a message is asked back before its outcome is overdue"
     )
+# Fleet problems (messaging.problems, swept by beat every PROBLEM_SWEEP_SECONDS): a phone
+# silent this long while SMS wait for it; SMS a phone confirmed that are still without an
+# outcome this long after their send time (they end unknown at DEVICE_OUTCOME_SECONDS); a
+# sending newsletter none of whose SMS moved for this long.
+PROBLEM_SILENT_SECONDS = env_int("PROBLEM_SILENT_SECONDS", 10 * 60, minimum=60)
+PROBLEM_OUTCOME_SECONDS = env_int("PROBLEM_OUTCOME_SECONDS", 5 * 60, minimum=60)
+if PROBLEM_OUTCOME_SECONDS >= DEVICE_OUTCOME_SECONDS:
+    raise ImproperlyConfigured(
+        f"PROBLEM_OUTCOME_SECONDS ({PROBLEM_OUTCOME_SECONDS}) must be below "
+        f"DEVICE_OUTCOME_SECONDS ({DEVICE_OUTCOME_SECONDS}): past that the SMS end unknown"
+    )
+PROBLEM_STALL_SECONDS = env_int("PROBLEM_STALL_SECONDS", 30 * 60, minimum=60)
 # Long polls waiting at once per web process (each holds a thread); see docs/operations.md.
 # By default all but 4 of the process's threads (WEB_THREADS, as given to gunicorn).
 WEB_THREADS = env_int("WEB_THREADS", 16, minimum=1)

@@ -25,8 +25,15 @@ from gateway.admin_base import (
     account_of,
     sim_label,
 )
-from messaging import encoding, services, webhooks
-from messaging.models import Message, MessageStatusChange, Status, WebhookEndpoint, WebhookEvent
+from messaging import encoding, problems, services, webhooks
+from messaging.models import (
+    Message,
+    MessageStatusChange,
+    Problem,
+    Status,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 
 class StatusChangeInline(ScopedInline):
@@ -98,6 +105,42 @@ class SimFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = _filter_value(self, 32767)  # the column is a PositiveSmallIntegerField
         return queryset.filter(sim=value) if value is not None else queryset
+
+
+class ProblemFilter(admin.SimpleListFilter):
+    """The messages an open problem is about (the links of the dashboard and problems)."""
+
+    title = "open problem"
+    parameter_name = "problem"
+
+    def _problems(self, request: HttpRequest) -> QuerySet[Problem]:
+        found = Problem.objects.all()
+        account = account_of(request)
+        return found if account is None else found.filter(account=account)
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[Any, str]]:
+        found = (
+            self._problems(request)
+            .filter(resolved_at=None)
+            .exclude(kind=Problem.Kind.WEBHOOK_FAILING)
+            .order_by("-id")
+            .values_list("pk", "kind")[:50]
+        )
+        return [(pk, f"{Problem.Kind(kind).label} #{pk}") for pk, kind in found]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = _filter_value(self, inputs.INT64_MAX)
+        if value is None:
+            return queryset
+        problem = self._problems(request).filter(pk=value).first()
+        concerned = problems.concerned(problem) if problem is not None else None
+        return queryset.filter(concerned) if concerned is not None else queryset.none()
+
+
+class EndpointFilter(AccountObjectFilter):
+    title = "endpoint"
+    parameter_name = "endpoint"
+    model = WebhookEndpoint
 
 
 class MoveForm(forms.Form):
@@ -192,6 +235,7 @@ class MessageAdmin(AccountScopedAdmin):
         ("created_at", admin.DateFieldListFilter),
         "urgent",
         NewsletterFilter,
+        ProblemFilter,
     )
     # Searched by get_search_results: any part of a number as people type it, a customer
     # id, or words of the body (trigram indexes on PostgreSQL, migration 0015).
@@ -462,7 +506,7 @@ class WebhookEventAdmin(AccountScopedAdmin):
         "last_status_code",
         "created_at",
     )
-    list_filter = ("state", "kind")
+    list_filter = ("state", "kind", EndpointFilter)
     readonly_fields = (
         "endpoint",
         "event_id",
@@ -509,4 +553,87 @@ class WebhookEventAdmin(AccountScopedAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class OpenFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "Open"), ("resolved", "Resolved")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "open":
+            return queryset.filter(resolved_at=None)
+        if self.value() == "resolved":
+            return queryset.exclude(resolved_at=None)
+        return queryset
+
+
+def problem_subject(problem: Problem) -> str:
+    """What a problem is about, linked to its admin page."""
+    if problem.endpoint_id is not None:
+        url = reverse("admin:messaging_webhookendpoint_change", args=[problem.endpoint_id])
+        return format_html('<a href="{}">{}</a>', url, problem.endpoint)
+    if problem.newsletter_id is not None:
+        url = reverse("admin:contacts_newsletter_change", args=[problem.newsletter_id])
+        return format_html('<a href="{}">{}</a>', url, problem.newsletter)
+    if problem.device_id is not None:
+        url = reverse("admin:devices_device_change", args=[problem.device_id])
+        sim = f", {sim_label(problem.sim)}" if problem.sim is not None else ""
+        return format_html('<a href="{}">{}</a>{}', url, problem.device, sim)
+    return "-"
+
+
+def problem_link(problem: Problem) -> str:
+    """Where to see the messages (or webhook events) a problem is about."""
+    if problem.kind == Problem.Kind.WEBHOOK_FAILING:
+        url = reverse("admin:messaging_webhookevent_changelist")
+        query = f"?endpoint={problem.endpoint_id}&state__exact=pending"
+        return format_html('<a href="{}{}">{} events</a>', url, query, problem.count)
+    if problem.resolved_at is not None:
+        return str(problem.count)
+    url = reverse("admin:messaging_message_changelist")
+    return format_html('<a href="{}?problem={}">{} SMS</a>', url, problem.pk, problem.count)
+
+
+@admin.register(Problem)
+class ProblemAdmin(AccountScopedAdmin):
+    """Found and resolved by beat's problem sweep (messaging.problems): read-only here."""
+
+    list_display = ("kind", "about", "detail", "concerned", "opened", "seen", "resolved")
+    list_filter = (OpenFilter, "kind")
+    list_select_related = ("device", "endpoint", "newsletter")
+    ordering = ("-opened_at", "-id")
+    fields = ("kind", "about", "detail", "concerned", "opened", "seen", "resolved")
+    readonly_fields = fields
+
+    @admin.display(description="About")
+    def about(self, problem: Problem) -> str:
+        return problem_subject(problem)
+
+    @admin.display(description="Concerned")
+    def concerned(self, problem: Problem) -> str:
+        return problem_link(problem)
+
+    @admin.display(description="Opened", ordering="opened_at")
+    def opened(self, problem: Problem) -> str:
+        return _clock(problem.opened_at)
+
+    @admin.display(description="Last found")
+    def seen(self, problem: Problem) -> str:
+        return _clock(problem.seen_at)
+
+    @admin.display(description="Resolved", ordering="resolved_at")
+    def resolved(self, problem: Problem) -> str:
+        return _clock(problem.resolved_at)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

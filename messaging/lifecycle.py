@@ -224,8 +224,10 @@ def _count_for_newsletters(moves: list[tuple[int | None, Status]], target: Statu
             if change:
                 deltas[newsletter_id][counter] += change
     for newsletter_id, changes in deltas.items():
+        # progressed_at: when its SMS last reached an outcome (the problem sweep's "stalled").
         Newsletter.objects.filter(pk=newsletter_id).update(
-            **{counter: F(counter) + change for counter, change in changes.items() if change}
+            progressed_at=timezone.now(),
+            **{counter: F(counter) + change for counter, change in changes.items() if change},
         )
 
 

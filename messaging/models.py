@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from gateway.models import TenantQuerySet
@@ -357,6 +358,7 @@ class WebhookEndpoint(models.Model):
         STATUS = "status", "SMS status changes"
         INCOMING = "incoming", "Incoming SMS"
         DEVICE = "device", "Device online/offline"
+        PROBLEM = "problem", "Fleet problems opened/resolved"
 
     account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="+")
     device = models.ForeignKey(
@@ -380,7 +382,8 @@ class WebhookEndpoint(models.Model):
         indexes = [models.Index(fields=["account", "kind"], name="webhook_account_kind_idx")]
         constraints = [
             models.CheckConstraint(
-                condition=Q(kind__in=["status", "incoming", "device"]), name="webhook_kind_valid"
+                condition=Q(kind__in=["status", "incoming", "device", "problem"]),
+                name="webhook_kind_valid",
             )
         ]
 
@@ -459,3 +462,75 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Problem(models.Model):
+    """Something wrong with the fleet, found by beat's problem sweep (messaging.problems):
+    open while the sweep keeps finding it, resolved when it no longer does."""
+
+    class Kind(models.TextChoices):
+        DEVICE_SILENT = "device_silent", "Phone silent with SMS waiting"
+        OUTCOME_OVERDUE = "outcome_overdue", "SMS sent by the phone without an outcome"
+        SIM_FAILING = "sim_failing", "SIM failing"
+        UNKNOWN_OUTCOMES = "unknown_outcomes", "SMS ending unknown (22)"
+        WEBHOOK_FAILING = "webhook_failing", "Webhook endpoint failing"
+        NEWSLETTER_STALLED = "newsletter_stalled", "Newsletter stalled"
+
+    account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # What the problem is about, one of: a device (and SIM), a webhook endpoint, a newsletter.
+    device = models.ForeignKey(
+        "devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    sim = models.PositiveSmallIntegerField(null=True, blank=True, help_text="SIM slot, 0-based.")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    newsletter = models.ForeignKey(
+        "contacts.Newsletter", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # The messages (or webhook events) concerned when last swept, and what was found.
+    count = models.PositiveIntegerField(default=0)
+    detail = models.CharField(max_length=300)
+    opened_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["account", "id"], name="problem_account_idx"),
+            models.Index(
+                fields=["opened_at"], name="problem_open_idx", condition=Q(resolved_at=None)
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(
+                    kind__in=[
+                        "device_silent",
+                        "outcome_overdue",
+                        "sim_failing",
+                        "unknown_outcomes",
+                        "webhook_failing",
+                        "newsletter_stalled",
+                    ]
+                ),
+                name="problem_kind_valid",
+            ),
+            # One open problem per kind and subject (two beats cannot open it twice).
+            models.UniqueConstraint(
+                "account",
+                "kind",
+                Coalesce("device", Value(0)),
+                Coalesce("sim", Value(0)),
+                Coalesce("endpoint", Value(0)),
+                Coalesce("newsletter", Value(0)),
+                condition=Q(resolved_at=None),
+                name="problem_open_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.detail}"

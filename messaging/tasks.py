@@ -1,8 +1,8 @@
-"""Thin Celery entry points for webhook delivery."""
+"""Thin Celery entry points of messaging: webhook delivery, housekeeping, problems."""
 
 from celery import shared_task
 
-from messaging import services, webhooks
+from messaging import problems, services, webhooks
 
 
 @shared_task(name="messaging.tasks.deliver_webhook", ignore_result=True, soft_time_limit=30)
@@ -23,3 +23,9 @@ def housekeeping() -> None:
     """Beat: expire stale waiting messages, prune old history. Bounded and idempotent."""
     services.expire_stale()
     services.prune_history()
+
+
+@shared_task(name="messaging.tasks.sweep_problems", ignore_result=True)
+def sweep_problems() -> None:
+    """Beat: open, refresh and resolve the fleet's problems (messaging.problems)."""
+    problems.sweep()

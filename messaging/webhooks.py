@@ -40,7 +40,7 @@ from devices.queries import get_device
 from gateway import metrics
 from gateway.models import Account
 from gateway.tasks import enqueue_on_commit
-from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
+from messaging.models import Message, Problem, Status, WebhookEndpoint, WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -426,6 +426,38 @@ def device_state_changed(changes: list[tuple[int, int, str, bool, datetime | Non
         )
         for account, device, title, online, seen in changes
         for endpoint in endpoints[(account, device)]
+    ]
+    _queue(events)
+
+
+def problems_changed(opened: list[Problem], resolved: list[Problem]) -> None:
+    """Outbox events for fleet problems just opened or resolved (messaging.problems), to
+    the account's "problem" endpoints and those of the problem's device."""
+    changed = [*opened, *resolved]
+    endpoints = _endpoints("problem", ((p.account_id, p.device_id) for p in changed))
+    events = [
+        WebhookEvent(
+            endpoint=endpoint,
+            kind="problem.resolved" if problem.resolved_at else "problem.opened",
+            body=_json(
+                {
+                    "problem_id": problem.pk,
+                    "kind": problem.kind,
+                    "title": Problem.Kind(problem.kind).label,
+                    "state": "resolved" if problem.resolved_at else "open",
+                    "detail": problem.detail,
+                    "count": problem.count,
+                    "device_id": problem.device_id,
+                    "sim": problem.sim,
+                    "webhook_id": problem.endpoint_id,
+                    "newsletter_id": problem.newsletter_id,
+                    "opened_at": problem.opened_at.isoformat(),
+                    "resolved_at": problem.resolved_at.isoformat() if problem.resolved_at else None,
+                }
+            ),
+        )
+        for problem in changed
+        for endpoint in endpoints[(problem.account_id, problem.device_id)]
     ]
     _queue(events)
 

@@ -18,7 +18,7 @@ from gateway.api_fields import Int64Field, TimeField, check_text
 from gateway.models import ApiToken
 from gateway.phones import InvalidPhone, normalize_phone
 from messaging.encoding import encoding_of
-from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
+from messaging.models import Message, Problem, Status, WebhookEndpoint, WebhookEvent
 from messaging.services import MAX_BATCH, MAX_BODY_CHARS, MAX_RECIPIENTS, MessageFilter
 
 
@@ -395,3 +395,29 @@ class PairingCodeSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     uri = serializers.CharField()
     command = serializers.CharField()
+
+
+class ProblemFilterSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["open", "resolved"], required=False)
+    kind = serializers.ChoiceField(choices=Problem.Kind.choices, required=False)
+
+
+class ProblemSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    kind = serializers.ChoiceField(choices=Problem.Kind.choices, read_only=True)
+    title = serializers.CharField(source="get_kind_display", read_only=True)
+    state = serializers.SerializerMethodField()
+    detail = serializers.CharField(read_only=True)
+    count = serializers.IntegerField(
+        read_only=True, help_text="The SMS (or webhook events) concerned when last found."
+    )
+    device_id = serializers.IntegerField(read_only=True, allow_null=True)
+    sim = serializers.IntegerField(read_only=True, allow_null=True)
+    webhook_id = serializers.IntegerField(source="endpoint_id", read_only=True, allow_null=True)
+    newsletter_id = serializers.IntegerField(read_only=True, allow_null=True)
+    opened_at = serializers.DateTimeField(read_only=True)
+    seen_at = serializers.DateTimeField(read_only=True)
+    resolved_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    def get_state(self, problem: Problem) -> str:
+        return "open" if problem.resolved_at is None else "resolved"

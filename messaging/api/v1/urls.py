@@ -11,5 +11,6 @@ router.register("contacts", views.ContactViewSet, basename="v1-contact")
 router.register("newsletters", views.NewsletterViewSet, basename="v1-newsletter")
 router.register("webhooks", views.WebhookViewSet, basename="v1-webhook")
 router.register("tokens", views.TokenViewSet, basename="v1-token")
+router.register("problems", views.ProblemViewSet, basename="v1-problem")
 
 urlpatterns = router.urls

@@ -40,7 +40,7 @@ from messaging import webhooks
 from messaging.api.v1 import serializers as wire
 from messaging.api.v1.base import PayloadTooLarge, Unprocessable, account_of
 from messaging.api.v1.idempotency import idempotent
-from messaging.models import Message, Status, WebhookEndpoint, WebhookEvent
+from messaging.models import Message, Problem, Status, WebhookEndpoint, WebhookEvent
 
 MAX_CSV_BYTES = 10 * 1024 * 1024
 T = TypeVar("T")
@@ -587,6 +587,26 @@ class WebhookViewSet(AccountViewSet):
             raise Http404
         webhooks.redeliver(self.account(), event.pk)
         return Response(wire.WebhookEventSerializer(WebhookEvent.objects.get(pk=event.pk)).data)
+
+
+@extend_schema_view(list=extend_schema(parameters=[wire.ProblemFilterSerializer]))
+class ProblemViewSet(AccountViewSet):
+    """What beat's problem sweep found wrong with the account's phones, SIMs, webhook
+    endpoints and newsletters (open, or resolved once it is no longer found), newest first."""
+
+    model = Problem
+    serializer_class = wire.ProblemSerializer
+
+    def get_queryset(self) -> QuerySet[Any]:
+        queryset = super().get_queryset()
+        if getattr(self, "swagger_fake_view", False) or self.action != "list":
+            return queryset
+        query = wire.ProblemFilterSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        state, kind = query.validated_data.get("state"), query.validated_data.get("kind")
+        if state is not None:
+            queryset = queryset.filter(resolved_at__isnull=state == "open")
+        return queryset.filter(kind=kind) if kind is not None else queryset
 
 
 class TokenViewSet(AccountViewSet):
