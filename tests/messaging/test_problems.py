@@ -102,9 +102,7 @@ def test_a_phone_without_waiting_work_or_disabled_is_not_a_problem(account, make
     assert idle.pk  # silent, but nothing waits for it
 
 
-def test_sms_confirmed_without_an_outcome_are_overdue_before_they_end_unknown(
-    account, make_device
-):
+def test_sms_confirmed_without_an_outcome_are_overdue_before_they_end_unknown(account, make_device):
     device = phone(make_device, account)
     send(account, device, 4)
     ids = hand_out(device)
