@@ -13,13 +13,14 @@ scripts/install.sh --dev
 export PATH="$PWD/.venv/bin:$PATH"
 
 # The admin's browser test drives Debian's chromium (no browser download); the HTTPS
-# front's test runs Debian's caddy.
+# front's test runs Debian's caddy; the monitoring kit's test runs Debian's prometheus.
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v caddy >/dev/null 2>&1 || missing="$missing caddy"
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== installing$missing (Debian packages) for the browser and HTTPS front tests"
+        echo "== installing$missing (Debian packages) for the browser, HTTPS front and monitoring tests"
         # shellcheck disable=SC2086
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else

@@ -46,14 +46,66 @@ def _check_command(words: list[str]) -> None:
             assert name in get_commands(), name
 
 
+MONITORING = {"prometheus", "grafana"}
+
+
 def test_compose_has_the_production_services_with_health_checks():
     services = _compose()["services"]
-    assert set(services) == {
+    assert set(services) - MONITORING == {
         "postgres", "redis", "web", "streams", "caddy", "worker", "webhooks", "beat"
     }  # fmt: skip
     for name, service in services.items():
-        assert "healthcheck" in service, f"{name} has no health check"
+        if name not in MONITORING:
+            assert "healthcheck" in service, f"{name} has no health check"
+            assert "profiles" not in service, f"{name} must start with a plain `up`"
     assert any("pgdata" in v for v in services["postgres"]["volumes"])
+
+
+def test_the_monitoring_profile_scrapes_the_gateway_and_provisions_its_dashboard():
+    compose = _compose()
+    services = compose["services"]
+    for name in MONITORING:
+        assert services[name]["profiles"] == ["monitoring"], name
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), source
+        # Reachable from the host's loopback only.
+        assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"]), name
+    prometheus_mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"])
+    config = yaml.safe_load((ROOT / "docs/prometheus/prometheus.yml").read_text())
+    assert (
+        f"--config.file={prometheus_mounts['./docs/prometheus/prometheus.yml']}"
+        in (services["prometheus"]["command"])
+    )
+    rules_dir = Path(prometheus_mounts["./docs/prometheus/alerts.yml"]).parent
+    assert [str(rules_dir / f) for f in config["rule_files"]] == ["/etc/prometheus/alerts.yml"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    web = jobs["sms-gateway"]
+    # The scraper's token is the gateway's METRICS_TOKEN, handed over as a compose secret.
+    assert compose["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    assert services["prometheus"]["secrets"] == ["metrics_token"]
+    assert web["authorization"]["credentials_file"] == "/run/secrets/metrics_token"
+    assert web["metrics_path"] == "/metrics"
+    web_port = _command_words(services["web"]["command"])
+    bind = next(w for w in web_port if w.startswith("0.0.0.0:"))
+    assert web["static_configs"][0]["targets"] == [f"web:{bind.split(':')[1]}"]
+    (workers,) = jobs["sms-gateway-workers"]["dns_sd_configs"]
+    assert set(workers["names"]) == {"worker", "webhooks"}
+    assert workers["port"] == services["worker"]["environment"]["METRICS_WORKER_PORT"]
+    grafana = services["grafana"]
+    grafana_mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
+    provisioning = ROOT / "docs/grafana/provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    (provider,) = yaml.safe_load((provisioning / "dashboards/sms-gateway.yml").read_text())[
+        "providers"
+    ]
+    dashboard = grafana_mounts["./docs/grafana/sms-gateway.json"]
+    assert str(Path(dashboard).parent) == provider["options"]["path"]
+    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == dashboard
 
 
 def test_compose_commands_start_code_that_exists():
