@@ -291,6 +291,7 @@ class PairingCodeAdmin(AccountScopedAdmin):
         context: dict[str, Any] = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
+            "title": "Pair a phone",
             "lifetime_minutes": int(services.PAIRING_CODE_TTL.total_seconds() // 60),
             "server": server,
             "server_warning": services.server_warning(server),

@@ -232,6 +232,8 @@ PASSWORD_HASHERS = [
 # --- Time -----------------------------------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
+# The admin's dates and times: to the second, with the zone (gateway/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["gateway.formats"]
 USE_I18N = True
 USE_TZ = True
 TIME_ZONE = "UTC"  # stored times are UTC; accounts render in their own zone
