@@ -7,8 +7,16 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    try:
+        # Loading the settings reads and checks every variable (gateway/settings.py): a
+        # malformed one is reported as one line naming it, not as a traceback.
+        settings.INSTALLED_APPS  # noqa: B018
+    except ImproperlyConfigured as exc:
+        sys.exit(f"Configuration error: {exc}")
     execute_from_command_line(sys.argv)
 
 

@@ -34,4 +34,6 @@ echo "  SMS gateway: http://${GATEWAY_BIND:-127.0.0.1}:${port}/admin/"
 echo "  Event streams (SMSGate app, behind an HTTPS front): port ${GATEWAY_STREAMS_PORT:-8001}"
 echo "  First account: .venv/bin/python manage.py createaccount you@example.com"
 echo
-exec honcho start --procfile Procfile
+# Ctrl-C (or a service manager's SIGTERM) stops each program the way it means to stop
+# (gateway/supervisor.py); GATEWAY_STOP_SECONDS bounds the wait.
+exec python -m gateway.supervisor --procfile Procfile

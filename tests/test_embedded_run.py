@@ -1,6 +1,6 @@
 """The run command's processes (Procfile: gunicorn, Celery worker, beat) really work together.
 
-Starts them with honcho, as scripts/run.sh does, on a temporary var/ directory, and checks
+Starts them with gateway.supervisor, as scripts/run.sh does, on a temporary var/ directory, and checks
 the admin and health pages and that beat-scheduled work is executed by the worker.
 """
 
@@ -102,9 +102,9 @@ def test_web_worker_and_beat_run_together_on_the_embedded_database(tmp_path, bro
         subprocess.run(
             [sys.executable, "manage.py", *command, "-v0"], cwd=ROOT, env=env, check=True
         )
-    log = (tmp_path / "honcho.log").open("wb")
+    log = (tmp_path / "run.log").open("wb")
     process = subprocess.Popen(
-        [str(BIN / "honcho"), "start", "--procfile", "Procfile", "--env", os.devnull],
+        [sys.executable, "-m", "gateway.supervisor", "--procfile", "Procfile"],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -129,15 +129,27 @@ def test_web_worker_and_beat_run_together_on_the_embedded_database(tmp_path, bro
 
         _wait_for(worker_ran, 40, "a beat-scheduled task run by the worker")
         log.flush()
-        started = (tmp_path / "honcho.log").read_text()
+        started = (tmp_path / "run.log").read_text()
         # Start-up without noise: no warning kombu prints when a broker URL names no host.
         assert "No hostname was supplied" not in started
+
+        # A clean stop, as Ctrl-C or a service manager asks for it: every program stops the
+        # way it means to (Celery's warm shutdown stops its own pool), nothing is killed.
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        log.flush()
+        stopped = (tmp_path / "run.log").read_text()[len(started) :]
+        assert "Warm shutdown" in stopped
+        for noise in ("exited with", "signal 15", "SIGKILL", "killing it", "ERROR", "Traceback"):
+            assert noise not in stopped, stopped
+        assert stopped.count(" stopped in ") == 5, stopped
     except AssertionError:
         log.flush()
-        print((tmp_path / "honcho.log").read_text()[-5000:])
+        print((tmp_path / "run.log").read_text()[-5000:])
         raise
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:

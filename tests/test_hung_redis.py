@@ -114,7 +114,7 @@ class Gateway:
         )
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [str(BIN / "honcho"), "start", "--procfile", "Procfile", "--env", os.devnull, "web"],
+            [sys.executable, "-m", "gateway.supervisor", "--procfile", "Procfile", "web"],
             cwd=ROOT,
             env=env,
             stdout=self.log,

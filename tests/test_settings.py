@@ -92,6 +92,12 @@ def test_env_example_lists_every_variable_settings_read():
     procfile = set(re.findall(r"\$\{([A-Z_]+):-", (ROOT / "Procfile").read_text()))
     # The HTTPS front's own (scripts/Caddyfile), for running caddy beside scripts/run.sh.
     procfile |= set(re.findall(r"\{\$([A-Z_]+)", (ROOT / "scripts" / "Caddyfile").read_text()))
+    # docker-compose.yml's own (ports, the database password, the monitoring profile), and
+    # what scripts/run.sh's supervisor reads.
+    compose = (ROOT / "docker-compose.yml").read_text()
+    procfile |= set(re.findall(r"\$\{([A-Z_]+)(?::-|:\?|\})", compose))
+    supervisor = (ROOT / "gateway" / "supervisor.py").read_text()
+    procfile |= set(re.findall(r'environ\.get\("(GATEWAY_[A-Z_]+)"', supervisor))
     example = (ROOT / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z_]+)=", example, flags=re.M))
     known = read | procfile
@@ -116,3 +122,23 @@ def test_behind_a_proxy_the_session_and_csrf_cookies_are_secure(tmp_path):
         )
         assert result.returncode == 0, result.stderr
         assert ("; Secure" in result.stdout) is secure, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DEBUG", "maybe"), ("API_RATE_LIMIT", "lots"), ("DEVICE_LEASE_SECONDS", "soon")],
+)
+def test_a_malformed_setting_is_one_line_naming_it(tmp_path, variable, value):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update({"GATEWAY_VAR_DIR": str(tmp_path / "var"), variable: value})
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Configuration error: {variable} ") and repr(value) in line
