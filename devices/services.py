@@ -499,33 +499,34 @@ class AppInstructions:
 
 def app_instructions(account: Account, public_url: str) -> AppInstructions:
     """A fresh one-time numeric code, the account's enrollment token and the server URL for
-    the SMSGate app; a warning when a phone could not use that URL (the app's release build
-    speaks only HTTPS, and a phone's 127.0.0.1 is the phone itself)."""
-    from urllib.parse import urlsplit
-
+    the SMSGate app; a warning when a phone could not use that URL (server_warning)."""
     from gateway.services import enrollment_token
 
     pairing, code = create_pairing_code(account, digits=True)
     url = public_url.rstrip("/") + "/api/mobile/v1"
     warning = server_warning(public_url)
-    if not warning and urlsplit(url).scheme != "https":
-        warning = (
-            "The app's release build connects only over HTTPS: put the HTTPS front before "
-            "the gateway and set PUBLIC_URL to its https:// address (docs/android-app.md)."
-        )
     return AppInstructions(url, code, pairing.expires_at, enrollment_token(account), warning)
 
 
 def server_warning(public_url: str) -> str:
-    """Why a phone could not reach the server at ``public_url`` ("" when it can): a
-    phone's 127.0.0.1 or localhost is the phone itself."""
+    """Why phones could not (or should not) use the server at ``public_url`` ("" when
+    they can): a phone's 127.0.0.1 or localhost is the phone itself; over plain http the
+    SMSGate app does not connect at all, and our agent's token and SMS cross the network
+    readable."""
     from urllib.parse import urlsplit
 
-    host = (urlsplit(public_url).hostname or "").lower()
+    parts = urlsplit(public_url)
+    host = (parts.hostname or "").lower()
     if host in ("localhost", "::1") or host.startswith("127."):
         return (
             f"{host} is this computer, not reachable from a phone: set PUBLIC_URL to the "
             "address phones use (behind the HTTPS front)."
+        )
+    if parts.scheme != "https":
+        return (
+            "Plain http: the SMSGate app connects only over HTTPS, and a phone's token and "
+            "its SMS would cross the network readable. Put the HTTPS front before the "
+            "gateway and set PUBLIC_URL to its https:// address (docs/android-app.md)."
         )
     return ""
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from devices.models import Device
 from devices.queries import is_online
 from gateway import services
-from gateway.admin_base import AccountScopedAdmin, account_of
+from gateway.admin_base import AccountScopedAdmin, account_of, sim_label
 from gateway.models import Account, ApiToken, ServiceHeartbeat, User
 from messaging import problems
 from messaging.admin import problem_link, problem_subject
@@ -224,13 +224,15 @@ def _sim_rows(devices: QuerySet[Any], changes: QuerySet[Any], now: Any) -> list[
     }
     rows = []
     for device in devices.prefetch_related("sims").order_by("title", "pk"):
-        slots = sorted({s.slot for s in device.sims.all()} | {0})
+        cards = {card.slot: card for card in device.sims.all()}
+        slots = sorted(set(cards) | {0})
         for slot in slots:
             counts = moved.get((device.pk, slot), {})
             rows.append(
                 {
                     "device": device,
                     "sim": slot,
+                    "sim_label": sim_label(slot, cards.get(slot)),
                     "first": slot == slots[0],
                     "span": len(slots),
                     "online": is_online(device, now),

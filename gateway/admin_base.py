@@ -61,8 +61,13 @@ def _planner_estimate(queryset: QuerySet[Any]) -> int:
 SIM_CHOICES = [(0, "SIM 1"), (1, "SIM 2")]
 
 
-def sim_label(slot: int | None) -> str:
-    return "-" if slot is None else f"SIM {slot + 1}"
+def sim_label(slot: int | None, card: Any = None) -> str:
+    """ "SIM 1", with the card's number and carrier where the phone reported them
+    (``card``: its devices.models.SimSlot)."""
+    if slot is None:
+        return "-"
+    known = [v for v in (getattr(card, "number", ""), getattr(card, "carrier_name", "")) if v]
+    return f"SIM {slot + 1}" + (f" ({', '.join(known)})" if known else "")
 
 
 def account_of(request: HttpRequest) -> Account | None:

@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from contacts.models import Newsletter
 from devices.admin import SenderChoiceField, senders
 from devices.models import Device
+from devices.queries import sim_slots_by_device
 from gateway import inputs
 from gateway.admin_base import (
     SIM_CHOICES,
@@ -143,6 +144,16 @@ class EndpointFilter(AccountObjectFilter):
     model = WebhookEndpoint
 
 
+def check_slot(form: forms.Form, device_field: str = "device") -> None:
+    """A form's chosen SIM must be one the chosen phone has, said as the admin numbers SIMs
+    (the services' own message counts slots from 0). A pool picks its SIMs itself."""
+    device, sim = form.cleaned_data.get(device_field), form.cleaned_data.get("sim")
+    if device is None or sim is None or device.protocol == Device.Protocol.POOL:
+        return
+    if sim not in sim_slots_by_device(device.account, [device.pk]).get(device.pk, set()):
+        form.add_error("sim", f"This device has no {sim_label(sim)}.")
+
+
 class MoveForm(forms.Form):
     device = forms.ModelChoiceField(queryset=Device.objects.none())
     sim = forms.TypedChoiceField(label="SIM", choices=SIM_CHOICES, coerce=int)
@@ -150,6 +161,11 @@ class MoveForm(forms.Form):
     def __init__(self, *args: Any, devices: QuerySet[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["device"].queryset = devices  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        check_slot(self)
+        return data
 
 
 class SendForm(forms.Form):
@@ -177,6 +193,11 @@ class SendForm(forms.Form):
         help_text="Your own reference, returned in listings and webhooks.",
     )
     urgent = forms.BooleanField(required=False, help_text="Sent first, without the delay.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        check_slot(self)
+        return data
 
     def __init__(self, *args: Any, devices: QuerySet[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -19,7 +19,8 @@ def test_an_operator_gets_a_code_qr_and_command_from_the_admin(client, make_user
     assert page.status_code == 200
     text = page.content.decode()
     assert "Valid once, for 15 minutes: until" in text
-    assert "http://testserver" in text and "server-warning" not in text
+    # Served over plain http: said once, for both kinds of phone.
+    assert "http://testserver" in text and text.count("Plain http: the SMSGate app") == 1
     assert PairingCode.objects.count() == 2  # one for the agent, one for the app
     code = text.split('class="pairing-code"')[1].split(">")[1].split("<")[0]
     assert len(code) == 9 and "<svg" in text
@@ -37,6 +38,9 @@ def test_the_pairing_page_warns_when_phones_could_not_reach_the_address(
     settings.PUBLIC_URL = "http://127.0.0.1:8000"
     page = client.get("/admin/devices/device/add/").content.decode()
     assert "server-warning" in page and "not reachable from a phone" in page
+    settings.PUBLIC_URL = "https://sms.example.com"
+    page = client.post("/admin/devices/device/add/").content.decode()
+    assert "https://sms.example.com/api/mobile/v1" in page and "server-warning" not in page
 
 
 @pytest.mark.django_db

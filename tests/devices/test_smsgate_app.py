@@ -537,7 +537,7 @@ def test_the_add_device_page_shows_what_to_type_into_the_app(client, make_user, 
     client.login(email="op@example.com", password="correct horse battery")
     settings.PUBLIC_URL = "https://sms.example.com"
     page = client.post("/admin/devices/device/add/").content.decode()
-    assert "https://sms.example.com/api/mobile/v1" in page and "app-warning" not in page
+    assert "https://sms.example.com/api/mobile/v1" in page and "server-warning" not in page
     code = re.search(r'class="app-code"[^>]*>(\d{8})<', page)
     assert code is not None
     token = re.search(r'class="app-enrollment-token">([^<]+)<', page)
@@ -552,10 +552,10 @@ def test_the_add_device_page_warns_about_urls_a_phone_cannot_use(client, make_us
     client.login(email="op@example.com", password="correct horse battery")
     settings.PUBLIC_URL = "http://127.0.0.1:8000"
     page = client.post("/admin/devices/device/add/").content.decode()
-    assert "app-warning" in page and "not reachable from a phone" in page
+    assert "server-warning" in page and "not reachable from a phone" in page
     settings.PUBLIC_URL = "http://192.168.1.10:8000"
     page = client.post("/admin/devices/device/add/").content.decode()
-    assert "only over HTTPS" in page
+    assert "connects only over HTTPS" in page
 
 
 def test_the_admin_shows_the_phones_health_report(app, client, make_user):

@@ -225,8 +225,11 @@ def test_device_list_and_dashboard(operator):
     messaging.submit(account, [messaging.OutgoingSms(device.pk, "1234", "x")] * 3)
     devices_page = client.get(reverse("admin:devices_device_changelist")).content.decode()
     assert "online" in devices_page and "3 / 0" in devices_page
+    device.sims.filter(slot=1).update(number="+4915752982212", carrier_name="Telekom")
     dashboard = client.get(reverse("admin-dashboard")).content.decode()
     assert "Pixel" in dashboard and "<svg" in dashboard
+    # SIMs as people count them, with what the phone reported of the card.
+    assert "<td>SIM 1</td>" in dashboard and "SIM 2 (+4915752982212, Telekom)" in dashboard
     assert reverse("admin-dashboard") in client.get(reverse("admin:index")).content.decode()
     adding = client.get(reverse("admin:devices_device_add")).content.decode()
     assert "Create pairing codes" in adding and Device.objects.count() == 1
@@ -304,6 +307,24 @@ def test_the_newsletter_form_reports_a_wrong_sim_slot_under_sim(operator, paired
     assert response.status_code == 200 and not Newsletter.objects.exists()
     errors = response.context["adminform"].form.errors
     assert "This device has no SIM 2" in str(errors["sim"]) and "1600" in str(errors["body"])
+
+
+def test_the_send_and_move_forms_name_a_missing_sim_as_the_admin_counts(operator, paired):
+    client, account, device = operator
+    single, _ = paired(account=account, title="One SIM", slots=(0,))
+    sent = client.post(
+        reverse("admin:messaging_message_send"),
+        {"device": single.pk, "sim": 1, "to": "+4915752982212", "body": "Hi"},
+    )
+    assert sent.status_code == 200 and not Message.objects.exists()
+    assert sent.context["form"].errors["sim"] == ["This device has no SIM 2."]
+    (message_id,) = messaging.submit(account, [messaging.OutgoingSms(device.pk, "1234", "x")])
+    moved = _action(
+        client, "messaging_message", "move", [message_id], apply="1", device=single.pk, sim=1
+    )
+    assert moved.status_code == 200
+    assert moved.context["form"].errors["sim"] == ["This device has no SIM 2."]
+    assert Message.objects.get(pk=message_id).device_id == device.pk
 
 
 def test_the_webhook_event_page_shows_its_delivery_log_as_a_table(operator):
