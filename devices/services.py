@@ -554,3 +554,17 @@ def update_settings(account: Account, device_id: int, **changes: Any) -> Device:
     if changes.get("enabled"):
         wake.ring([device.pk])
     return device
+
+
+def remove_device(account: Account, device_id: int) -> bool:
+    """Take one of the account's phones out of service for good: disabled, its token no
+    longer works (the phone must pair again), its history kept. False: no such phone."""
+    removed = (
+        Device.objects.for_account(account)
+        .filter(pk=device_id)
+        .exclude(enabled=False, token_hash__isnull=True)
+        .update(enabled=False, token_hash=None)
+    )
+    if removed:
+        log.info("account %s: device %s removed", account.pk, device_id)
+    return bool(removed)

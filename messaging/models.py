@@ -288,6 +288,12 @@ class Message(models.Model):
                 name="message_outcome_due_idx",
                 condition=CONFIRMED,
             ),
+            # Messages by the client's own id (SMSGate's integration API: GET /messages/{id}).
+            models.Index(
+                fields=["account", "external_id"],
+                name="message_client_id_idx",
+                condition=~Q(external_id="") & ~Q(status=Status.INCOMING),
+            ),
             # Pooled messages a phone is asked to give back, per device (its polls list them).
             models.Index(
                 fields=["device"],
@@ -310,6 +316,12 @@ class Message(models.Model):
                 fields=["device", "external_id"],
                 condition=Q(status=Status.INCOMING) & ~Q(external_id=""),
                 name="message_incoming_once_per_device",
+            ),
+            # A client's message id names one message: each recipient once.
+            models.UniqueConstraint(
+                fields=["account", "external_id", "phone"],
+                condition=~Q(status=Status.INCOMING) & ~Q(external_id=""),
+                name="message_client_id_once_per_phone",
             ),
         ]
 

@@ -68,6 +68,8 @@ class OutgoingSms:
     send_at: datetime | None = None
     urgent: bool = False
     customer_id: int | None = None
+    # The client's own id of the message (SMSGate's integration API), kept on every row.
+    external_id: str = ""
 
 
 @dataclass
@@ -244,6 +246,7 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                         now,
                         urgent=request.urgent,
                         customer_id=request.customer_id,
+                        external_id=request.external_id[:64],
                         pool_id=pool_id,
                     )
                 )

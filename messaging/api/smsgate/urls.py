@@ -1,0 +1,23 @@
+"""Routes of SMSGate's integration API, mounted at ``/api/3rdparty/v1/`` and
+``/3rdparty/v1/`` (gateway/urls.py): both spellings SMSGate's SDKs use (``/message`` and
+``/messages``, ``/device`` and ``/devices``), with or without a trailing slash, never a
+redirect (a redirected POST loses its body)."""
+
+from django.urls import re_path
+
+from messaging.api.smsgate import views
+
+messages = views.api(GET=views.list_messages, POST=views.send)
+message = views.api(GET=views.get_state, DELETE=views.cancel)
+devices = views.api(GET=views.list_devices)
+device = views.api(DELETE=views.remove_device)
+
+urlpatterns = [
+    re_path(r"^/*messages?/?$", messages, name="smsgate-messages"),
+    re_path(r"^/*messages?/(?P<key>[^/]{1,64})/?$", message, name="smsgate-message"),
+    re_path(r"^/*devices?/?$", devices, name="smsgate-devices"),
+    re_path(r"^/*devices?/(?P<device_id>[^/]{1,32})/?$", device, name="smsgate-device"),
+    re_path(r"^/*health/?$", views.health_view),
+    re_path(r"^/*health/(?P<probe>live|ready|startup)/?$", views.health_view),
+    re_path(r"^(?P<rest>.*)$", views.not_found),
+]

@@ -1,0 +1,423 @@
+"""SMSGate's integration API (``/api/3rdparty/v1/``, also ``/3rdparty/v1/``): code written
+with SMSGate's SDKs works with this server by changing its base URL (docs/smsgate-api.md).
+
+One more interface over the same services as ``/getdata/`` and ``/api/v1/``: it checks
+the caller, maps SMSGate's wire names (``messaging.api.smsgate.wire``) and calls
+``messaging.services`` and ``devices.services``. Every answer is JSON; errors are
+``{"message": ...}`` with SMSGate's status codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from django.db import IntegrityError
+from django.db.models import Case, CharField, F, Max, Min, Q, QuerySet, When
+from django.db.models.functions import Cast
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from devices import pools
+from devices import services as device_services
+from devices.models import Device
+from gateway import health, inputs
+from gateway import services as accounts
+from gateway.clients import client_address
+from gateway.models import Account
+from gateway.phones import InvalidPhone, normalize_phone
+from messaging import services as messaging
+from messaging.api.smsgate import wire
+from messaging.models import Message, Status
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_RECIPIENTS = 100
+MAX_TEXT = 65_535
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.code = status
+
+
+def _json(data: Any, status: int = 200, **headers: str) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def _error(status: int, message: str) -> HttpResponse:
+    return _json({"message": message}, status)
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        raise Refused(413, f"request body is larger than {MAX_BODY_BYTES // 1024} KB")
+    try:
+        data = inputs.load_json(request.body.decode() or "null", allow_nan=False)
+    except inputs.InvalidInput:
+        raise
+    except ValueError:
+        raise Refused(400, "request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise Refused(400, "request body must be a JSON object")
+    return data
+
+
+# --- Authentication -------------------------------------------------------------------------
+
+
+def _account(request: HttpRequest) -> Account:
+    """The caller's account: Basic with a login of the account (what the SMSGate app
+    showed at registration), under the same login limits as every password path."""
+    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        raise Refused(401, "authorization required: Basic <login:password>")
+    try:
+        login, sep, password = (
+            base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        )
+    except (binascii.Error, UnicodeDecodeError):
+        raise Refused(401, "malformed Basic credentials") from None
+    if not sep:
+        raise Refused(401, "malformed Basic credentials")
+    try:
+        user = accounts.login_with_limits(login.strip().lower(), password, client_address(request))
+    except accounts.TooManyFailures:
+        raise Refused(429, "too many failed attempts; retry in 15 minutes") from None
+    if user is None or user.account is None:
+        raise Refused(401, "login or password incorrect")
+    return user.account
+
+
+Handler = Callable[..., HttpResponse]
+
+
+def api(**methods: Handler) -> Handler:
+    """A route: dispatch by method to ``handler(request, account, **kwargs)``; every error
+    as SMSGate's JSON."""
+
+    @csrf_exempt
+    def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        handler = methods.get(request.method or "")
+        if handler is None:
+            response = _error(405, f"use {' or '.join(methods)}")
+            response["Allow"] = ", ".join(methods)
+            return response
+        try:
+            return handler(request, _account(request), **kwargs)
+        except Refused as refused:
+            return _error(refused.code, str(refused))
+        except inputs.InvalidInput as exc:
+            return _error(400, str(exc))
+
+    return view
+
+
+# --- Parsing --------------------------------------------------------------------------------
+
+
+def _text(data: dict[str, Any], key: str, limit: int) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise Refused(400, f"{key} must be a string of at most {limit} characters")
+    return inputs.check_text(value, key)
+
+
+def _int(data: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise Refused(400, f"{key} must be an integer from {low} to {high}")
+    return value
+
+
+def _bool(data: dict[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise Refused(400, f"{key} must be true or false")
+
+
+def _time(value: object, key: str) -> datetime:
+    """RFC 3339 (an offset, ``Z``, or none: UTC), as every SDK writes it."""
+    if not isinstance(value, str) or len(value) > 40:
+        raise Refused(400, f"{key} must be an RFC 3339 time")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise Refused(400, f"{key} must be an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return inputs.stored_time(parsed, key)
+
+
+def _flag(request: HttpRequest, key: str) -> bool:
+    value = request.GET.get(key, "").lower()
+    if value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise Refused(400, f"{key} must be true or false")
+
+
+def _device_id(value: object, key: str = "deviceId") -> int:
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise Refused(400, f"{key}: no such device")
+    return int(value)
+
+
+def _recipients(data: dict[str, Any], skip_validation: bool) -> list[str]:
+    numbers = data.get("phoneNumbers")
+    if not isinstance(numbers, list) or not 1 <= len(numbers) <= MAX_RECIPIENTS:
+        raise Refused(400, f"phoneNumbers must be a list of 1 to {MAX_RECIPIENTS} numbers")
+    found: list[str] = []
+    for row, number in enumerate(numbers, start=1):
+        if not isinstance(number, str) or not 1 <= len(number) <= 128:
+            raise Refused(400, f"failed to use phone in row {row}: not a phone number")
+        try:
+            found.append(normalize_phone(number))
+        except InvalidPhone as exc:
+            if not skip_validation:
+                raise Refused(400, f"failed to use phone in row {row}: {exc}") from None
+            digits = "".join(c for c in number if c.isdigit() or c == "+")
+            if not 3 <= len(digits) <= 32:
+                raise Refused(400, f"failed to use phone in row {row}: {exc}") from None
+            found.append(digits)
+    if len(set(found)) != len(found):
+        raise Refused(400, "phone numbers must be unique")
+    return found
+
+
+def _content(data: dict[str, Any]) -> str:
+    given = [key for key in ("message", "textMessage", "dataMessage") if data.get(key) is not None]
+    if data.get("mmsMessage") is not None and not given:
+        raise Refused(400, "MMS are not supported by this server")
+    if len(given) != 1:
+        raise Refused(400, "exactly one of textMessage, dataMessage or message is required")
+    if given[0] == "dataMessage":
+        raise Refused(400, "data SMS (dataMessage) are not supported by this server yet")
+    if given[0] == "message":
+        text = _text(data, "message", MAX_TEXT)
+    else:
+        content = data["textMessage"]
+        if not isinstance(content, dict):
+            raise Refused(400, "textMessage must be an object with its text")
+        text = _text(content, "text", MAX_TEXT)
+    if not text:
+        raise Refused(400, "the message text is empty")
+    return text
+
+
+def _sender(account: Account, data: dict[str, Any], active_within: int) -> int | None:
+    """The device (or pool) asked for; else the account's default pool; else the phone
+    heard from last (within ``active_within`` hours when given); None: no device at all."""
+    if data.get("deviceId") not in (None, ""):
+        return _device_id(data["deviceId"])
+    if pools.default_pool(account) is not None:
+        return None
+    phones = Device.objects.for_account(account).filter(enabled=True)
+    if active_within:
+        phones = phones.filter(last_seen_at__gte=timezone.now() - timedelta(hours=active_within))
+    phone = phones.order_by(F("last_seen_at").desc(nulls_last=True), "-id").first()
+    if phone is None:
+        raise Refused(400, "no device to send from: register a phone first")
+    return phone.pk
+
+
+# --- Messages -------------------------------------------------------------------------------
+
+
+def _outgoing(account: Account) -> QuerySet[Message]:
+    return Message.objects.for_account(account).exclude(status=Status.INCOMING)
+
+
+def _rows_of(account: Account, key: str) -> list[dict[str, Any]]:
+    """The rows of the account's message ``key`` (its client id, else a row id)."""
+    if not key or len(key) > 64:
+        return []
+    rows = list(_outgoing(account).filter(external_id=key).order_by("id").values(*wire.COLUMNS))
+    if not rows and key.isascii() and key.isdigit() and len(key) <= 18:
+        rows = list(_outgoing(account).filter(pk=int(key), external_id="").values(*wire.COLUMNS))
+    return rows
+
+
+def send(request: HttpRequest, account: Account) -> HttpResponse:
+    data = _body(request)
+    skip = _flag(request, "skipPhoneValidation")
+    within = request.GET.get("deviceActiveWithin", "0")
+    if not within.isascii() or not within.isdigit() or int(within) > 100_000:
+        raise Refused(400, "deviceActiveWithin must be a number of hours")
+    text = _content(data)
+    if _bool(data, "isEncrypted"):
+        raise Refused(400, "encrypted messages are not supported by this server yet")
+    if data.get("ttl") is not None or data.get("validUntil") is not None:
+        raise Refused(400, "ttl and validUntil are not supported by this server yet")
+    numbers = _recipients(data, skip)
+    key = _text(data, "id", 36) or wire.new_id()
+    sim = _int(data, "simNumber", 1, 3)
+    priority = _int(data, "priority", -128, 127) or 0
+    _bool(data, "withDeliveryReport")  # delivery is always tracked
+    send_at = None
+    if data.get("scheduleAt") is not None:
+        send_at = _time(data["scheduleAt"], "scheduleAt")
+        if send_at <= timezone.now():
+            raise Refused(400, "scheduleAt must be in the future")
+    device_id = _sender(account, data, int(within))
+    if _outgoing(account).filter(external_id=key).exists():
+        raise Refused(409, "message with the same ID already exists")
+    requests = [
+        messaging.OutgoingSms(
+            device_id,
+            number,
+            text,
+            (sim or 1) - 1,
+            send_at,
+            priority >= wire.EXPEDITED,
+            external_id=key,
+        )
+        for number in numbers
+    ]
+    try:
+        messaging.submit(account, requests)
+    except messaging.InvalidBatch as exc:
+        _, problem = exc.errors[0]
+        if problem.startswith("Device has no SIM slot"):
+            problem = f"the device has no SIM {sim}"
+        raise Refused(400, problem) from None
+    except IntegrityError:  # the same id, sent twice at once
+        raise Refused(409, "message with the same ID already exists") from None
+    state = wire.state_object(_rows_of(account, key), content=True)
+    location = request.build_absolute_uri(f"{request.path.rstrip('/')}/{key}")
+    return _json(state, 202, Location=location)
+
+
+def get_state(request: HttpRequest, account: Account, key: str) -> HttpResponse:
+    rows = _rows_of(account, key)
+    if not rows:
+        raise Refused(404, "message not found")
+    return _json(wire.state_object(rows, content=True))
+
+
+def cancel(request: HttpRequest, account: Account, key: str) -> HttpResponse:
+    rows = _rows_of(account, key)
+    if not rows:
+        raise Refused(404, "message not found")
+    if wire.message_state([wire.row_state(row) for row in rows]) != wire.PENDING:
+        raise Refused(409, "message is not pending")
+    messaging.cancel(account, [row["id"] for row in rows], source="smsgate-api")
+    return _json(wire.state_object(_rows_of(account, key), content=True))
+
+
+def _list_limit(request: HttpRequest, default: int, most: int) -> tuple[int, int]:
+    limit, offset = request.GET.get("limit", str(default)), request.GET.get("offset", "0")
+    if not (limit.isascii() and limit.isdigit() and offset.isascii() and offset.isdigit()):
+        raise Refused(400, "limit and offset must be whole numbers")
+    if int(offset) > 10_000_000:
+        raise Refused(400, "offset is too large")
+    return min(max(int(limit), 1), most), int(offset)
+
+
+def list_messages(request: HttpRequest, account: Account) -> HttpResponse:
+    limit, offset = _list_limit(request, 50, 100)
+    rows = _outgoing(account)
+    for name, lookup in (("from", "created_at__gte"), ("to", "created_at__lt")):
+        if request.GET.get(name):
+            rows = rows.filter(**{lookup: _time(request.GET[name], name)})
+    state = request.GET.get("state")
+    if state:
+        if state not in wire.STATES:
+            raise Refused(400, f"state must be one of {', '.join(wire.STATES)}")
+        rows = rows.filter(status__in=wire.STATUSES_OF[state])
+    if request.GET.get("deviceId"):
+        rows = rows.filter(device_id=_device_id(request.GET["deviceId"]))
+    order = request.GET.get("sort", "-created_at")
+    if order not in ("created_at", "-created_at"):
+        raise Refused(400, "sort must be created_at or -created_at")
+    content = _flag(request, "includeContent")
+    # One SMSGate message per client id (its recipients' rows), or per row without one.
+    keyed = rows.annotate(
+        key=Case(
+            When(external_id="", then=Cast("id", CharField())),
+            default=F("external_id"),
+            output_field=CharField(),
+        )
+    )
+    groups = keyed.values("key").annotate(first=Min("created_at"), last_id=Max("id"))
+    total = groups.count()
+    ordering = ("first", "last_id") if order == "created_at" else ("-first", "-last_id")
+    page = [g["key"] for g in groups.order_by(*ordering)[offset : offset + limit]]
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    numeric = [int(k) for k in page if k.isdigit()]
+    for row in (
+        _outgoing(account)
+        .filter(Q(external_id__in=page) | Q(pk__in=numeric, external_id=""))
+        .order_by("id")
+        .values(*wire.COLUMNS)
+    ):
+        found[wire.key_of(row)].append(row)
+    states = [wire.state_object(found[key], content=content) for key in page if key in found]
+    return _json(states, X_Total_Count=str(total))
+
+
+# --- Devices --------------------------------------------------------------------------------
+
+
+def _phones(account: Account) -> QuerySet[Device]:
+    # A removed device (DELETE /devices/{id}) is disabled and has no token left.
+    return Device.objects.for_account(account).exclude(enabled=False, token_hash__isnull=True)
+
+
+def list_devices(request: HttpRequest, account: Account) -> HttpResponse:
+    phones = _phones(account).prefetch_related("sims").order_by("id")
+    return _json(
+        [wire.device(phone, sorted(phone.sims.all(), key=lambda s: s.slot)) for phone in phones]
+    )
+
+
+def remove_device(request: HttpRequest, account: Account, device_id: str) -> HttpResponse:
+    if not device_id.isdigit() or len(device_id) > 18:
+        raise Refused(404, "device not found")
+    if not device_services.remove_device(account, int(device_id)):
+        raise Refused(404, "device not found")
+    return HttpResponse(status=204)
+
+
+# --- Health ---------------------------------------------------------------------------------
+
+
+@csrf_exempt
+def health_view(request: HttpRequest, probe: str = "ready") -> HttpResponse:
+    """``/health`` (readiness), ``/health/live``, ``/health/ready``, ``/health/startup``:
+    SMSGate's shape, no authentication (the SDKs send theirs anyway)."""
+    if probe == "live":
+        return _json({"status": "pass", "checks": {}})
+    ready, report = health.readiness()
+    checks = {
+        f"{name}:ping": {
+            "description": f"{name} answers",
+            "observedUnit": "",
+            "observedValue": 0 if report[name] == "ok" else 1,
+            "status": "pass" if report[name] == "ok" else "fail",
+        }
+        for name in ("database", "broker")
+    }
+    status = "pass" if ready else "fail"
+    return _json({"status": status, "checks": checks}, 200 if ready else 503)
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    return _error(404, "not found")

@@ -1,0 +1,205 @@
+"""SMSGate's integration API, driven by SMSGate's own Python SDK (android-sms-gateway 4.3.3,
+sync and async clients) against a running server: code written with it works here by
+changing its base URL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import android_sms_gateway as sdk
+import pytest
+import requests
+from android_sms_gateway import domain
+from android_sms_gateway.enums import ProcessState
+
+from devices import handoff
+from devices.models import Device
+from messaging import services as messaging
+from messaging.lifecycle import Outcome
+from messaging.models import Message, Status
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PASSWORD = "a-long-passphrase"
+
+
+@pytest.fixture
+def owner(make_user, paired):
+    user = make_user("owner@example.com", PASSWORD)
+    phone, _ = paired(account=user.account, title="Pixel 7", delay_between_sms=0)
+    return user, phone
+
+
+def _base(live_server: Any, mount: str = "/api/3rdparty/v1") -> str:
+    return f"{live_server.url}{mount}"
+
+
+def _deliver(phone: Device) -> list[int]:
+    """The phone takes what waits for it, sends it and reports it delivered (our protocol)."""
+    leased = handoff.poll(phone)
+    ids = [m.id for m in leased.messages]
+    handoff.confirm(phone, ids, leased.lease_id)
+    handoff.report(phone, [Outcome(i, Status.SENT) for i in ids])
+    handoff.report(phone, [Outcome(i, Status.DELIVERED) for i in ids])
+    return ids
+
+
+@pytest.mark.parametrize("mount", ["/api/3rdparty/v1", "/3rdparty/v1"])
+def test_send_then_the_phone_delivers_and_the_sdk_reads_it_back(live_server, owner, mount):
+    user, phone = owner
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server, mount)) as client:
+        sent = client.send(
+            domain.Message(
+                phone_numbers=["+4915752982212", "+436641234567"],
+                text_message=domain.TextMessage(text="Your code is 4711"),
+                sim_number=2,
+                id="order-4711",
+            )
+        )
+        assert sent.id == "order-4711" and sent.state == ProcessState.Pending
+        assert [r.phone_number for r in sent.recipients] == ["+4915752982212", "+436641234567"]
+        assert sent.device_id == str(phone.pk)
+        rows = Message.objects.filter(external_id="order-4711")
+        assert {(m.sim, m.body) for m in rows} == {(1, "Your code is 4711")}
+
+        assert len(_deliver(phone)) == 2
+        state = client.get_state("order-4711")
+        assert state.state == ProcessState.Delivered
+        assert {r.state for r in state.recipients} == {ProcessState.Delivered}
+        assert set(state.states) >= {"Pending", "Sent", "Delivered"}
+
+        listed = client.get_messages(pagination=domain.QueryPagination(limit=10))
+        assert [m.id for m in listed] == ["order-4711"]
+        with pytest.raises(sdk.errors.NotFoundError):
+            client.get_state("no-such-message")
+
+
+def test_cancel_a_pending_message_and_not_a_sent_one(live_server, owner):
+    user, phone = owner
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        first = client.send(
+            domain.Message(phone_numbers=["+4915752982212"], text_message=domain.TextMessage("a"))
+        )
+        client.cancel_message(first.id)
+        assert client.get_state(first.id).state == ProcessState.Cancelled
+        second = client.send(
+            domain.Message(phone_numbers=["+4915752982213"], text_message=domain.TextMessage("b"))
+        )
+        _deliver(phone)
+        # The SDK's delete raises its HTTP library's own error (requests), not an APIError.
+        with pytest.raises(requests.HTTPError) as refused:
+            client.cancel_message(second.id)
+        assert refused.value.response.status_code == 409
+        assert refused.value.response.json() == {"message": "message is not pending"}
+
+
+def test_devices_and_health(live_server, owner):
+    user, phone = owner
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        (listed,) = client.list_devices()
+        assert (listed.id, listed.name) == (str(phone.pk), "Pixel 7")
+        assert client.health_check().status.value == "pass"
+        assert client.liveness_check().status.value == "pass"
+        assert client.readiness_check().status.value == "pass"
+        assert client.startup_check().status.value == "pass"
+        client.remove_device(listed.id)
+        assert client.list_devices() == []
+    phone.refresh_from_db()
+    assert phone.enabled is False and phone.token_hash is None
+
+
+def test_the_async_client_sends_and_reads(live_server, owner):
+    user, phone = owner
+
+    async def run() -> tuple[Any, Any]:
+        async with sdk.AsyncAPIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+            sent = await client.send(
+                domain.Message(
+                    phone_numbers=["+4915752982212"], text_message=domain.TextMessage("async")
+                )
+            )
+            return sent, await client.list_devices()
+
+    sent, devices = asyncio.run(run())
+    assert sent.state == ProcessState.Pending and [d.id for d in devices] == [str(phone.pk)]
+
+
+def _raw(live_server: Any, method: str, path: str, body: Any = None, auth: str | None = None):
+    request = urllib.request.Request(
+        f"{live_server.url}/api/3rdparty/v1{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **({"Authorization": auth} if auth else {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read() or b"null"), dict(answer.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null"), dict(exc.headers)
+
+
+def test_bad_input_gets_smsgates_json_errors(live_server, owner):
+    user, _ = owner
+    basic = "Basic " + base64.b64encode(f"{user.email}:{PASSWORD}".encode()).decode()
+    assert _raw(live_server, "GET", "/messages")[0] == 401
+    wrong = "Basic " + base64.b64encode(f"{user.email}:nope".encode()).decode()
+    assert _raw(live_server, "GET", "/messages", auth=wrong)[0] == 401
+    cases = [
+        ({"phoneNumbers": ["+4915752982212"]}, "exactly one of"),
+        ({"phoneNumbers": [], "message": "x"}, "phoneNumbers"),
+        ({"phoneNumbers": ["+4915752982212", "+49 1575 2982212"], "message": "x"}, "unique"),
+        ({"phoneNumbers": ["call me"], "message": "x"}, "row 1"),
+        ({"phoneNumbers": ["+4915752982212"], "message": "x", "simNumber": 9}, "simNumber"),
+        ({"phoneNumbers": ["+4915752982212"], "message": "x", "deviceId": "999"}, "evice"),
+        ({"phoneNumbers": ["+4915752982212"], "dataMessage": {"data": "AAAA", "port": 53}}, "data"),
+    ]
+    for body, words in cases:
+        status, answer, _ = _raw(live_server, "POST", "/message", body, basic)
+        assert status == 400 and words in answer["message"], (body, answer)
+    status, answer, headers = _raw(
+        live_server,
+        "POST",
+        "/message",
+        {"id": "x1", "phoneNumbers": ["+4915752982212"], "message": "legacy"},
+        basic,
+    )
+    assert status == 202 and answer["id"] == "x1" and "/x1" in headers["Location"]
+    again = _raw(
+        live_server,
+        "POST",
+        "/messages",
+        {"id": "x1", "phoneNumbers": ["+4915752982213"], "message": "y"},
+        basic,
+    )
+    assert again[0] == 409 and again[1] == {"message": "message with the same ID already exists"}
+    status, listing, headers = _raw(live_server, "GET", "/messages?limit=1", auth=basic)
+    assert status == 200 and len(listing) == 1 and headers["X-Total-Count"] == "1"
+    assert _raw(live_server, "GET", "/messages?state=Lost", auth=basic)[0] == 400
+    assert _raw(live_server, "GET", "/nothing-here", auth=basic)[:2] == (
+        404,
+        {"message": "not found"},
+    )
+
+
+def test_another_accounts_ids_answer_as_missing_ones(live_server, owner, make_user, paired):
+    user, _ = owner
+    other = make_user("other@example.com", PASSWORD)
+    theirs, _ = paired(account=other.account)
+    (their_id,) = messaging.submit(
+        other.account, [messaging.OutgoingSms(theirs.pk, "+4915752982212", "x", external_id="t1")]
+    )
+    basic = "Basic " + base64.b64encode(f"{user.email}:{PASSWORD}".encode()).decode()
+    for key in ("t1", str(their_id)):
+        assert _raw(live_server, "GET", f"/messages/{key}", auth=basic)[:2] == (
+            404,
+            {"message": "message not found"},
+        )
+        assert _raw(live_server, "DELETE", f"/messages/{key}", auth=basic)[0] == 404
+    assert _raw(live_server, "DELETE", f"/devices/{theirs.pk}", auth=basic)[0] == 404
+    body = {"phoneNumbers": ["+4915752982212"], "message": "x", "deviceId": str(theirs.pk)}
+    assert _raw(live_server, "POST", "/messages", body, basic)[0] == 400
+    assert Device.objects.get(pk=theirs.pk).enabled
