@@ -168,3 +168,25 @@ class ServiceHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class IssuedJwt(models.Model):
+    """A pair of JWTs issued by SMSGate's integration API (``POST /auth/token``): the access
+    token and its refresh token share this row's ``jti``. Revoking the row (or refreshing
+    the pair, which spends it) ends both."""
+
+    jti = models.CharField(max_length=32, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    access_expires_at = models.DateTimeField()
+    refresh_expires_at = models.DateTimeField()
+    # Set when revoked, or when its refresh token was used (a second use is a replay).
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "SMSGate API token"
+        indexes = [models.Index(fields=["refresh_expires_at"], name="jwt_expiry_idx")]
+
+    def __str__(self) -> str:
+        return self.jti

@@ -518,6 +518,10 @@ if PROBLEM_OUTCOME_SECONDS >= DEVICE_OUTCOME_SECONDS:
         f"DEVICE_OUTCOME_SECONDS ({DEVICE_OUTCOME_SECONDS}): past that the SMS end unknown"
     )
 PROBLEM_STALL_SECONDS = env_int("PROBLEM_STALL_SECONDS", 30 * 60, minimum=60)
+# SMSGate's integration API: how long its JWT access tokens live at most (a request may ask
+# for less), and its refresh tokens (docs/smsgate-api.md).
+SMSGATE_JWT_ACCESS_SECONDS = env_int("SMSGATE_JWT_ACCESS_SECONDS", 15 * 60, minimum=60)
+SMSGATE_JWT_REFRESH_SECONDS = env_int("SMSGATE_JWT_REFRESH_SECONDS", 720 * 3600, minimum=300)
 # Long polls waiting at once per web process (each holds a thread); see docs/operations.md.
 # By default all but 4 of the process's threads (WEB_THREADS, as given to gunicorn).
 WEB_THREADS = env_int("WEB_THREADS", 16, minimum=1)

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from gateway import jwt_tokens
 from messaging import problems, services, webhooks
 
 
@@ -20,9 +21,11 @@ def sweep_webhooks() -> None:
 
 @shared_task(name="messaging.tasks.housekeeping", ignore_result=True)
 def housekeeping() -> None:
-    """Beat: expire stale waiting messages, prune old history. Bounded and idempotent."""
+    """Beat: expire stale waiting messages, prune old history and spent API tokens.
+    Bounded and idempotent."""
     services.expire_stale()
     services.prune_history()
+    jwt_tokens.prune()
 
 
 @shared_task(name="messaging.tasks.sweep_problems", ignore_result=True)

@@ -203,3 +203,73 @@ def test_another_accounts_ids_answer_as_missing_ones(live_server, owner, make_us
     body = {"phoneNumbers": ["+4915752982212"], "message": "x", "deviceId": str(theirs.pk)}
     assert _raw(live_server, "POST", "/messages", body, basic)[0] == 400
     assert Device.objects.get(pk=theirs.pk).enabled
+
+
+def test_jwt_tokens_carry_scopes_refresh_once_and_revoke(live_server, owner):
+    user, phone = owner
+    base = _base(live_server)
+    with sdk.APIClient(user.email, PASSWORD, base_url=base) as client:
+        pair = client.generate_token(
+            domain.TokenRequest(scopes=["messages:send", "messages:read"], ttl=60)
+        )
+    assert pair.token_type == "Bearer" and pair.refresh_token and pair.id
+    with sdk.APIClient(None, pair.access_token, base_url=base) as bearer:
+        sent = bearer.send(
+            domain.Message(phone_numbers=["+4915752982212"], text_message=domain.TextMessage("jwt"))
+        )
+        assert bearer.get_state(sent.id).id == sent.id
+        with pytest.raises(sdk.errors.ForbiddenError) as refused:
+            bearer.list_devices()
+        assert refused.value.response == {"message": "scope required: devices:list"}
+        # An access token cannot refresh; the refresh token can, once.
+        with pytest.raises(sdk.errors.ForbiddenError):
+            bearer.refresh_token(pair.access_token)
+        fresh = bearer.refresh_token(pair.refresh_token)
+        with pytest.raises(sdk.errors.UnauthorizedError):
+            bearer.refresh_token(pair.refresh_token)
+    # The spent pair's access token is gone with it; the new one works until revoked.
+    assert (
+        _raw(live_server, "GET", f"/messages/{sent.id}", auth=f"Bearer {pair.access_token}")[0]
+        == 401
+    )
+    with sdk.APIClient(None, fresh.access_token, base_url=base) as bearer:
+        assert bearer.get_state(sent.id).id == sent.id
+    with sdk.APIClient(user.email, PASSWORD, base_url=base) as client:
+        client.revoke_token(fresh.id)
+        client.revoke_token("no-such-token")  # unknown: 204 as well
+    assert (
+        _raw(live_server, "GET", f"/messages/{sent.id}", auth=f"Bearer {fresh.access_token}")[0]
+        == 401
+    )
+    # A token is good on this API only, and a forged or foreign one nowhere.
+    assert _raw(live_server, "GET", "/messages", auth="Bearer not.a.jwt")[0] == 401
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/messages",
+        headers={"Authorization": f"Bearer {fresh.access_token}"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as elsewhere:
+        urllib.request.urlopen(request, timeout=10)
+    assert elsewhere.value.code == 401
+
+
+def test_token_requests_are_checked_and_ttl_is_capped(live_server, owner, settings):
+    user, _ = owner
+    basic = "Basic " + base64.b64encode(f"{user.email}:{PASSWORD}".encode()).decode()
+    assert _raw(live_server, "POST", "/auth/token", {"scopes": []}, basic)[0] == 400
+    assert _raw(live_server, "POST", "/auth/token", {"scopes": ["root:all"]}, basic)[0] == 400
+    assert _raw(live_server, "POST", "/auth/token", {"scopes": ["tokens:refresh"]}, basic)[0] == 400
+    status, pair, _ = _raw(
+        live_server, "POST", "/auth/token", {"scopes": ["all:any"], "ttl": 10**6}, basic
+    )
+    assert status == 201 and pair["access_token"] == pair["accessToken"]
+    from datetime import datetime
+
+    expires = datetime.fromisoformat(pair["expires_at"].replace("Z", "+00:00"))
+    assert (
+        expires - datetime.now(expires.tzinfo)
+    ).total_seconds() <= settings.SMSGATE_JWT_ACCESS_SECONDS
+    # The async client's refresh_token fails inside the SDK itself (spec §12); the wire does it.
+    status, fresh, _ = _raw(
+        live_server, "POST", "/auth/token/refresh", None, f"Bearer {pair['refresh_token']}"
+    )
+    assert status == 201 and fresh["refreshToken"] != pair["refresh_token"]

@@ -27,7 +27,7 @@ from django.views.decorators.csrf import csrf_exempt
 from devices import pools
 from devices import services as device_services
 from devices.models import Device
-from gateway import health, inputs
+from gateway import health, inputs, jwt_tokens
 from gateway import services as accounts
 from gateway.clients import client_address
 from gateway.models import Account
@@ -76,16 +76,11 @@ def _body(request: HttpRequest) -> dict[str, Any]:
 # --- Authentication -------------------------------------------------------------------------
 
 
-def _account(request: HttpRequest) -> Account:
-    """The caller's account: Basic with a login of the account (what the SMSGate app
-    showed at registration), under the same login limits as every password path."""
-    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if scheme.lower() != "basic" or not value.strip():
-        raise Refused(401, "authorization required: Basic <login:password>")
+def _basic(value: str, request: HttpRequest) -> Account:
+    """Basic with a login of the account (what the SMSGate app showed at registration),
+    under the same login limits as every password path."""
     try:
-        login, sep, password = (
-            base64.b64decode(value.strip(), validate=True).decode().partition(":")
-        )
+        login, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         raise Refused(401, "malformed Basic credentials") from None
     if not sep:
@@ -99,22 +94,45 @@ def _account(request: HttpRequest) -> Account:
     return user.account
 
 
+def _caller(request: HttpRequest) -> jwt_tokens.Caller:
+    """Who calls: a Basic login holds every scope; a JWT of this API its own."""
+    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "basic" and value:
+        return jwt_tokens.Caller(_basic(value, request), frozenset({jwt_tokens.ALL}), False)
+    if scheme == "bearer" and value:
+        try:
+            return jwt_tokens.authenticate(value)
+        except jwt_tokens.InvalidToken as exc:
+            raise Refused(401, str(exc)) from None
+    raise Refused(401, "authorization required: Basic <login:password> or Bearer <token>")
+
+
+def _allowed(caller: jwt_tokens.Caller, scope: str) -> bool:
+    if scope == jwt_tokens.REFRESH:  # only a refresh token, never the wildcard
+        return scope in caller.scopes
+    return scope in caller.scopes or jwt_tokens.ALL in caller.scopes
+
+
 Handler = Callable[..., HttpResponse]
 
 
-def api(**methods: Handler) -> Handler:
-    """A route: dispatch by method to ``handler(request, account, **kwargs)``; every error
-    as SMSGate's JSON."""
+def api(**methods: tuple[Handler, str]) -> Handler:
+    """A route: dispatch by method to ``(handler, scope)``, as ``handler(request, account,
+    **kwargs)`` once the caller holds the scope; every error as SMSGate's JSON."""
 
     @csrf_exempt
     def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
-        handler = methods.get(request.method or "")
-        if handler is None:
+        if request.method not in methods:
             response = _error(405, f"use {' or '.join(methods)}")
             response["Allow"] = ", ".join(methods)
             return response
+        handler, scope = methods[request.method]
         try:
-            return handler(request, _account(request), **kwargs)
+            caller = _caller(request)
+            if not _allowed(caller, scope):
+                raise Refused(403, f"scope required: {scope}")
+            return handler(request, caller.account, **kwargs)
         except Refused as refused:
             return _error(refused.code, str(refused))
         except inputs.InvalidInput as exc:
@@ -392,6 +410,51 @@ def remove_device(request: HttpRequest, account: Account, device_id: str) -> Htt
         raise Refused(404, "device not found")
     if not device_services.remove_device(account, int(device_id)):
         raise Refused(404, "device not found")
+    return HttpResponse(status=204)
+
+
+# --- Tokens ---------------------------------------------------------------------------------
+
+
+def _pair(pair: jwt_tokens.Pair) -> HttpResponse:
+    # SMSGate's server writes snake_case; its Python SDK reads camelCase: both.
+    expires = wire.date(pair.expires_at)
+    return _json(
+        {
+            "id": pair.jti,
+            "token_type": "Bearer",
+            "access_token": pair.access,
+            "refresh_token": pair.refresh,
+            "expires_at": expires,
+            "tokenType": "Bearer",
+            "accessToken": pair.access,
+            "refreshToken": pair.refresh,
+            "expiresAt": expires,
+        },
+        201,
+    )
+
+
+def issue_token(request: HttpRequest, account: Account) -> HttpResponse:
+    data = _body(request)
+    try:
+        scopes = jwt_tokens.check_scopes(data.get("scopes"))
+    except jwt_tokens.InvalidRequest as exc:
+        raise Refused(400, str(exc)) from None
+    ttl = _int(data, "ttl", 0, 10**9)
+    return _pair(jwt_tokens.issue(account, scopes, ttl))
+
+
+def refresh_token(request: HttpRequest, account: Account) -> HttpResponse:
+    _, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    try:
+        return _pair(jwt_tokens.refresh(token.strip()))
+    except jwt_tokens.InvalidToken as exc:
+        raise Refused(401, str(exc)) from None
+
+
+def revoke_token(request: HttpRequest, account: Account, jti: str) -> HttpResponse:
+    jwt_tokens.revoke(account, jti)
     return HttpResponse(status=204)
 
 
