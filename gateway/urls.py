@@ -23,8 +23,9 @@ urlpatterns = [
     path("api/v1/", include("messaging.api.v1.urls")),
     path("api/mobile/v1/", include("devices.mobile.urls")),
     # SMSGate's integration API, at the private server's path and the cloud's.
-    path("api/3rdparty/v1/", include("messaging.api.smsgate.urls")),
-    path("3rdparty/v1/", include("messaging.api.smsgate.urls")),
+    # (Any number of slashes after the base: an SDK given a base URL ending in / writes //.)
+    re_path(r"^api/3rdparty/v1/+", include("messaging.api.smsgate.urls")),
+    re_path(r"^3rdparty/v1/+", include("messaging.api.smsgate.urls")),
     re_path(r"^health/?$", smsgate_health),
     re_path(r"^health/(?P<probe>live|ready|startup)/?$", smsgate_health),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

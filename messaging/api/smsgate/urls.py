@@ -18,14 +18,14 @@ refresh = views.api(POST=(views.refresh_token, "tokens:refresh"))
 revoke = views.api(DELETE=(views.revoke_token, "tokens:manage"))
 
 urlpatterns = [
-    re_path(r"^/*messages?/?$", messages, name="smsgate-messages"),
-    re_path(r"^/*messages?/(?P<key>[^/]{1,64})/?$", message, name="smsgate-message"),
-    re_path(r"^/*devices?/?$", devices, name="smsgate-devices"),
-    re_path(r"^/*devices?/(?P<device_id>[^/]{1,32})/?$", device, name="smsgate-device"),
-    re_path(r"^/*auth/token/?$", token, name="smsgate-token"),
-    re_path(r"^/*auth/token/refresh/?$", refresh, name="smsgate-token-refresh"),
-    re_path(r"^/*auth/token/(?P<jti>[^/]{1,64})/?$", revoke, name="smsgate-token-revoke"),
-    re_path(r"^/*health/?$", views.health_view),
-    re_path(r"^/*health/(?P<probe>live|ready|startup)/?$", views.health_view),
+    re_path(r"^messages?/?$", messages, name="smsgate-messages"),
+    re_path(r"^messages?/(?P<key>[^/]{1,64})/?$", message, name="smsgate-message"),
+    re_path(r"^devices?/?$", devices, name="smsgate-devices"),
+    re_path(r"^devices?/(?P<device_id>[^/]{1,32})/?$", device, name="smsgate-device"),
+    re_path(r"^auth/token/?$", token, name="smsgate-token"),
+    re_path(r"^auth/token/refresh/?$", refresh, name="smsgate-token-refresh"),
+    re_path(r"^auth/token/(?P<jti>[^/]{1,64})/?$", revoke, name="smsgate-token-revoke"),
+    re_path(r"^health/?$", views.health_view),
+    re_path(r"^health/(?P<probe>live|ready|startup)/?$", views.health_view),
     re_path(r"^(?P<rest>.*)$", views.not_found),
 ]
