@@ -208,7 +208,7 @@ def test_another_accounts_ids_answer_as_missing_ones(live_server, owner, make_us
 
 
 def test_jwt_tokens_carry_scopes_refresh_once_and_revoke(live_server, owner):
-    user, phone = owner
+    user, _ = owner
     base = _base(live_server)
     with sdk.APIClient(user.email, PASSWORD, base_url=base) as client:
         pair = client.generate_token(
