@@ -7,11 +7,12 @@ The hand-off of messages to a paired device (poll, confirm, report, incoming) is
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from devices import wake
 from devices.models import Device, PairingCode, PoolMember, SimSlot
-from devices.queries import get_device, is_online
+from devices.queries import DeviceNotFound, get_device, is_online
 from gateway.models import Account
 from gateway.services import hash_token
 from messaging import lifecycle, webhooks
@@ -568,3 +569,30 @@ def remove_device(account: Account, device_id: int) -> bool:
     if removed:
         log.info("account %s: device %s removed", account.pk, device_id)
     return bool(removed)
+
+
+def request_inbox_export(
+    account: Account,
+    device_id: int | None,
+    since: datetime,
+    until: datetime,
+    message_types: str = "SMS",
+) -> int:
+    """Ask the account's SMSGate app phones (or the one ``device_id``) to scan their inbox
+    between ``since`` and ``until`` again and upload what they never reported (each SMS
+    arrives as an ``sms:received`` webhook and is stored once). Returns how many phones
+    were asked; raises DeviceNotFound for a device not the account's. Phones of our own
+    protocol upload every SMS as it arrives and have nothing to scan."""
+
+    def date(value: datetime) -> str:  # the app's own format: UTC, milliseconds, Z
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    phones = Device.objects.for_account(account).filter(enabled=True)
+    if device_id is not None:
+        phones = phones.filter(pk=device_id)
+        if not phones.exists():
+            raise DeviceNotFound(device_id)
+    ids = list(phones.filter(protocol=Device.Protocol.SMSGATE).values_list("pk", flat=True))
+    request = {"since": date(since), "until": date(until), "messageTypes": message_types}
+    wake.signal(ids, wake.EXPORT, json.dumps(request, separators=(",", ":")))
+    return len(ids)

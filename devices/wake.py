@@ -63,6 +63,8 @@ ENQUEUED = "enqueued"
 CANCELLED = "cancelled"
 SETTINGS = "settings"
 WEBHOOKS = "webhooks"
+# Ask the SMSGate app to scan its inbox again (data: the JSON of its export request).
+EXPORT = "export"
 # Touched by a running stream process (embedded default only): signals are written to the
 # table only while it is fresh, so a plain addsms writes nothing more without streams.
 STREAMS_MARK_SECONDS = 30

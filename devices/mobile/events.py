@@ -142,6 +142,8 @@ async def _stream(
             kind, data = waiting.result()
             if kind == wake.CANCELLED and data:
                 await emit(_event("MessageCancelled", {"messageId": data}))
+            elif kind == wake.EXPORT and data:
+                await emit(_event("MessagesExportRequested", orjson.loads(data)))
             elif kind in _BY_SIGNAL:
                 await emit(_event(_BY_SIGNAL[kind]))
             if kind == wake.ENQUEUED:

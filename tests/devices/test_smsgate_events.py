@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -289,4 +289,24 @@ def test_one_new_message_is_announced_once(server, phone):
     stream.next_event("MessageEnqueued")
     with pytest.raises(AssertionError):  # a reminder comes only after REMIND_SECONDS
         stream.next_event("MessageEnqueued", timeout=5)
+    stream.close()
+
+
+def test_an_inbox_refresh_reaches_the_stream_as_an_export_request(server, phone):
+    from devices import services
+    from devices.models import Device
+
+    stream = Stream(server, phone["token"])
+    stream.next_event("WebhooksUpdated")  # the first stream after registration
+    _listening(stream)
+    device = Device.objects.get(pk=int(phone["id"]))
+    since = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    asked = services.request_inbox_export(device.account, None, since, since + timedelta(hours=2))
+    assert asked == 1
+    _name, data = stream.next_event("MessagesExportRequested")
+    assert json.loads(data) == {
+        "since": "2026-12-01T08:00:00.000Z",
+        "until": "2026-12-01T10:00:00.000Z",
+        "messageTypes": "SMS",
+    }
     stream.close()

@@ -275,3 +275,76 @@ def test_token_requests_are_checked_and_ttl_is_capped(live_server, owner, settin
         live_server, "POST", "/auth/token/refresh", None, f"Bearer {pair['refresh_token']}"
     )
     assert status == 201 and fresh["refreshToken"] != pair["refresh_token"]
+
+
+def _export_requests(phone: Device, ask: Any) -> list[dict[str, Any]]:
+    """What ``ask()`` signalled to ``phone``'s event stream (Redis, or the embedded table)."""
+    from devices import wake
+    from devices.models import DeviceSignal
+
+    if wake.enabled():
+        pubsub = wake._client().pubsub()
+        pubsub.subscribe(wake.channel(phone.pk))
+        pubsub.get_message(timeout=5)  # the subscription's confirmation
+        ask()
+        found = []
+        while (item := pubsub.get_message(timeout=2)) is not None:
+            kind, data = wake.parse(item["data"])
+            if kind == wake.EXPORT:
+                found.append(json.loads(data))
+        pubsub.close()
+        return found
+    wake.streams_mark().parent.mkdir(parents=True, exist_ok=True)
+    wake.streams_mark().touch()  # a stream process runs: signals go to its table
+    before = DeviceSignal.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    try:
+        ask()
+    finally:
+        wake.streams_mark().unlink()
+    signals = DeviceSignal.objects.filter(device_id=phone.pk, kind=wake.EXPORT, id__gt=before)
+    return [json.loads(s.data) for s in signals]
+
+
+def test_the_inbox_lists_received_sms_and_asks_app_phones_to_scan_again(live_server, owner, paired):
+    from datetime import UTC, datetime, timedelta
+
+    user, phone = owner
+    app, _ = paired(account=user.account, protocol=Device.Protocol.SMSGATE, title="App phone")
+    Device.objects.filter(pk=phone.pk).update(number="+4915700000001")
+    handoff.receive(phone, [messaging.IncomingSms("in-1", "+4915752982299", "STOP", sim=1)])
+    handoff.receive(app, [messaging.IncomingSms("in-2", "+4915752982298", "Hello")])
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        inbox = client.list_inbox_messages()
+        assert [(m.sender, m.content_preview) for m in inbox] == [
+            ("+4915752982298", "Hello"),
+            ("+4915752982299", "STOP"),
+        ]
+        only = client.list_inbox_messages(
+            inbox_filter=domain.InboxQueryFilter(device_id=str(phone.pk)),
+            pagination=domain.QueryPagination(limit=5),
+        )
+        assert [(m.id, m.sim_number, m.recipient) for m in only] == [
+            (str(Message.objects.get(external_id="in-1").pk), 2, "+4915700000001")
+        ]
+        assert (
+            client.list_inbox_messages(inbox_filter=domain.InboxQueryFilter(message_type="MMS"))
+            == []
+        )
+        since = datetime.now(UTC) - timedelta(days=1)
+        until = datetime.now(UTC)
+        asked = _export_requests(
+            app,
+            lambda: client.refresh_inbox(domain.InboxRefreshRequest(since=since, until=until)),
+        )
+        assert [(r["messageTypes"], r["since"][:10]) for r in asked] == [
+            ("SMS", f"{since:%Y-%m-%d}")
+        ]
+        asked = _export_requests(
+            app,
+            lambda: client.export_inbox(
+                domain.MessagesExportRequest(device_id=str(app.pk), since=since, until=until)
+            ),
+        )
+        assert len(asked) == 1
+        with pytest.raises(sdk.errors.BadRequestError):
+            client.refresh_inbox(domain.InboxRefreshRequest(since=until, until=since))

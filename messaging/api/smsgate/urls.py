@@ -13,13 +13,20 @@ message = views.api(
 )
 devices = views.api(GET=(views.list_devices, "devices:list"))
 device = views.api(DELETE=(views.remove_device, "devices:delete"))
+inbox = views.api(GET=(views.list_inbox, "inbox:list"))
+inbox_refresh = views.api(POST=(views.refresh_inbox, "inbox:refresh"))
+inbox_export = views.api(POST=(views.export_inbox, "messages:export"))
 token = views.api(POST=(views.issue_token, "tokens:manage"))
 refresh = views.api(POST=(views.refresh_token, "tokens:refresh"))
 revoke = views.api(DELETE=(views.revoke_token, "tokens:manage"))
 
 urlpatterns = [
     re_path(r"^messages?/?$", messages, name="smsgate-messages"),
+    # Before the message routes: inbox/export must not be read as a message id.
+    re_path(r"^(?:messages?/)?inbox/export/?$", inbox_export, name="smsgate-inbox-export"),
     re_path(r"^messages?/(?P<key>[^/]{1,64})/?$", message, name="smsgate-message"),
+    re_path(r"^inbox/?$", inbox, name="smsgate-inbox"),
+    re_path(r"^inbox/refresh/?$", inbox_refresh, name="smsgate-inbox-refresh"),
     re_path(r"^devices?/?$", devices, name="smsgate-devices"),
     re_path(r"^devices?/(?P<device_id>[^/]{1,32})/?$", device, name="smsgate-device"),
     re_path(r"^auth/token/?$", token, name="smsgate-token"),

@@ -390,6 +390,71 @@ def list_messages(request: HttpRequest, account: Account) -> HttpResponse:
     return _json(states, X_Total_Count=str(total))
 
 
+# --- Inbox ----------------------------------------------------------------------------------
+
+INBOX_TYPES = ("SMS", "DATA_SMS", "MMS", "MMS_DOWNLOADED")
+
+
+def list_inbox(request: HttpRequest, account: Account) -> HttpResponse:
+    """The SMS the account's phones received (SMSGate's own server answers 501 here)."""
+    limit, offset = _list_limit(request, 50, 500)
+    kind = request.GET.get("type") or "SMS"
+    if kind not in INBOX_TYPES:
+        raise Refused(400, f"type must be one of {', '.join(INBOX_TYPES)}")
+    rows = Message.objects.for_account(account).filter(status=Status.INCOMING)
+    if kind != "SMS":  # only text SMS are stored
+        rows = rows.none()
+    for name, lookup in (("from", "created_at__gte"), ("to", "created_at__lt")):
+        if request.GET.get(name):
+            rows = rows.filter(**{lookup: _time(request.GET[name], name)})
+    if request.GET.get("deviceId"):
+        rows = rows.filter(device_id=_device_id(request.GET["deviceId"]))
+    total = rows.count()
+    page = rows.order_by("-created_at", "-id").values(
+        "id", "phone", "sim", "body", "created_at", "sent_at", "device__number"
+    )[offset : offset + limit]
+    return _json([wire.incoming(row) for row in page], X_Total_Count=str(total))
+
+
+def _window(data: dict[str, Any]) -> tuple[datetime, datetime]:
+    since, until = _time(data.get("since"), "since"), _time(data.get("until"), "until")
+    if since > until:
+        raise Refused(400, "since must not be after until")
+    return since, until
+
+
+def _export(account: Account, device: object, since: datetime, until: datetime, types: str) -> None:
+    try:
+        device_services.request_inbox_export(
+            account, None if device in (None, "") else _device_id(device), since, until, types
+        )
+    except device_services.DeviceNotFound:
+        raise Refused(400, "deviceId: no such device") from None
+
+
+def refresh_inbox(request: HttpRequest, account: Account) -> HttpResponse:
+    """Ask the phones to scan their inbox for the window again: what they never reported
+    arrives (and is stored) as it does when received."""
+    data = _body(request)
+    since, until = _window(data)
+    types = data.get("messageTypes") or ["SMS"]
+    if not isinstance(types, list) or not all(t in ("SMS", "MMS") for t in types):
+        raise Refused(400, "messageTypes must be a list of SMS and MMS")
+    delivery = data.get("webhookDelivery")
+    if delivery is not None and delivery not in ("Disabled", "Individual", "Batch"):
+        raise Refused(400, "webhookDelivery must be Disabled, Individual or Batch")
+    _export(account, data.get("deviceId"), since, until, ",".join(types))
+    return _json({}, 202)
+
+
+def export_inbox(request: HttpRequest, account: Account) -> HttpResponse:
+    """The older spelling of refresh_inbox (SMS only)."""
+    data = _body(request)
+    since, until = _window(data)
+    _export(account, data.get("deviceId"), since, until, "SMS")
+    return _json({}, 202, Deprecation="true")
+
+
 # --- Devices --------------------------------------------------------------------------------
 
 

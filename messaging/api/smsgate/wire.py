@@ -161,3 +161,18 @@ def device(phone: Any, cards: Sequence[Any]) -> dict[str, Any]:
     if sims:
         answer["simCards"] = sims
     return answer
+
+
+def incoming(row: dict[str, Any]) -> dict[str, Any]:
+    """An SMS of GET /inbox: its text whole as ``contentPreview`` (SMS are short)."""
+    answer: dict[str, Any] = {
+        "id": str(row["id"]),
+        "type": "SMS",
+        "sender": row["phone"],
+        "simNumber": row["sim"] + 1,
+        "contentPreview": row["body"],
+        "createdAt": date(row["sent_at"] or row["created_at"]),
+    }
+    if row.get("device__number"):
+        answer["recipient"] = row["device__number"]
+    return answer
