@@ -496,7 +496,15 @@ class MessageAdmin(AccountScopedAdmin):
 class WebhookEndpointForm(forms.ModelForm):
     class Meta:
         model = WebhookEndpoint
-        fields = ("account", "device", "kind", "url", "secret", "enabled")
+        fields = ("account", "device", "kind", "event", "url", "secret", "enabled")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("kind") == WebhookEndpoint.Kind.SMSGATE and (
+            data.get("event") not in webhooks.SMSGATE_EVENTS
+        ):
+            self.add_error("event", f"One of {', '.join(webhooks.SMSGATE_EVENTS)}")
+        return data
 
     def clean_url(self) -> str:
         url = self.cleaned_data["url"]
@@ -511,7 +519,7 @@ class WebhookEndpointForm(forms.ModelForm):
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(AccountScopedAdmin):
     form = WebhookEndpointForm
-    list_display = ("id", "kind", "url", "device", "enabled", "created_at")
+    list_display = ("id", "kind", "event", "url", "device", "enabled", "created_at")
     list_filter = ("kind", "enabled")
 
 

@@ -371,6 +371,8 @@ class WebhookEndpoint(models.Model):
         INCOMING = "incoming", "Incoming SMS"
         DEVICE = "device", "Device online/offline"
         PROBLEM = "problem", "Fleet problems opened/resolved"
+        # SMSGate's integration API: one SMSGate event (``event``), in its format.
+        SMSGATE = "smsgate", "SMSGate API event"
 
     account = models.ForeignKey("gateway.Account", on_delete=models.CASCADE, related_name="+")
     device = models.ForeignKey(
@@ -387,6 +389,9 @@ class WebhookEndpoint(models.Model):
     secret = models.CharField(max_length=64, default=_webhook_secret)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # SMSGate's integration API: its webhook id (the client's, or made up) and its event.
+    client_id = models.CharField("SMSGate webhook id", max_length=36, blank=True)
+    event = models.CharField("SMSGate event", max_length=30, blank=True)
 
     objects = TenantQuerySet.as_manager()
 
@@ -394,9 +399,14 @@ class WebhookEndpoint(models.Model):
         indexes = [models.Index(fields=["account", "kind"], name="webhook_account_kind_idx")]
         constraints = [
             models.CheckConstraint(
-                condition=Q(kind__in=["status", "incoming", "device", "problem"]),
+                condition=Q(kind__in=["status", "incoming", "device", "problem", "smsgate"]),
                 name="webhook_kind_valid",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["account", "client_id"],
+                condition=~Q(client_id=""),
+                name="webhook_client_id_once",
+            ),
         ]
 
     def __str__(self) -> str:

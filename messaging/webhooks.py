@@ -25,8 +25,9 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -40,7 +41,7 @@ from devices.queries import get_device
 from gateway import metrics
 from gateway.models import Account
 from gateway.tasks import enqueue_on_commit
-from messaging.models import Message, Problem, Status, WebhookEndpoint, WebhookEvent
+from messaging.models import FAILED, Message, Problem, Status, WebhookEndpoint, WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -323,8 +324,134 @@ def status_listened_sql(message_alias: str) -> str:
     query here)."""
     return (
         f"EXISTS (SELECT 1 FROM {WebhookEndpoint._meta.db_table} e "  # noqa: S608 - model names
-        f"WHERE e.account_id = {message_alias}.account_id AND e.kind = 'status' AND e.enabled)"
+        f"WHERE e.account_id = {message_alias}.account_id AND e.kind IN ('status', 'smsgate') "
+        "AND e.enabled)"
     )
+
+
+# --- SMSGate's format (its integration API's webhooks, docs/smsgate-api.md) ----------------
+
+# The SMSGate event each of our statuses is, for the messages it applies to.
+SMSGATE_EVENT_OF: dict[Status, str] = {
+    Status.SENT: "sms:sent",
+    Status.DELIVERED: "sms:delivered",
+    Status.CANCELLED: "sms:cancelled",
+    **{status: "sms:failed" for status in (*FAILED,)},
+}
+# The events SMSGate knows (a webhook may be registered for any; we send the sms:* above and
+# sms:received).
+SMSGATE_EVENTS = (
+    "sms:received",
+    "sms:data-received",
+    "sms:sent",
+    "sms:delivered",
+    "sms:failed",
+    "sms:cancelled",
+    "system:ping",
+    "mms:received",
+    "mms:downloaded",
+    "app:started",
+    "sms:batch:received",
+    "sms:batch:data-received",
+    "mms:batch:received",
+    "mms:batch:downloaded",
+)
+
+
+def _smsgate_endpoints(
+    event: str | None, pairs: Iterable[tuple[int, int | None]]
+) -> dict[tuple[int, int | None], list[WebhookEndpoint]]:
+    if event is None:
+        return {}
+    found = _endpoints("smsgate", pairs)
+    return {pair: [e for e in listed if e.event == event] for pair, listed in found.items()}
+
+
+def _smsgate_date(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _envelope(
+    endpoint: WebhookEndpoint, event: str, device_id: int | None, payload: dict[str, Any]
+) -> WebhookEvent:
+    """SMSGate's envelope: the event's id, the webhook's, the event, the device, the payload
+    (its keys in the app's order, nulls left out)."""
+    event_id = uuid.uuid4()
+    body = {
+        "id": str(event_id),
+        "webhookId": endpoint.client_id,
+        "event": event,
+        "deviceId": str(device_id) if device_id is not None else "",
+        "payload": {key: value for key, value in payload.items() if value is not None},
+    }
+    return WebhookEvent(endpoint=endpoint, event_id=event_id, kind=event, body=_json(body))
+
+
+def _smsgate_event(
+    endpoint: WebhookEndpoint, row: Mapping[str, Any], target: Status
+) -> WebhookEvent:
+    event = SMSGATE_EVENT_OF[target]
+    common = {
+        "messageId": row["external_id"] or str(row["id"]),
+        "sender": row["device__number"] or None,
+        "recipient": row["phone"],
+        "simNumber": row["sim"] + 1,
+        "phoneNumber": row["phone"],
+    }
+    if event == "sms:sent":
+        parts = row["parts_sent"]
+        first = {"partsCount": parts if parts else -1, "sentAt": _smsgate_date(row["sent_at"])}
+    elif event == "sms:delivered":
+        first = {"deliveredAt": _smsgate_date(row["delivered_at"] or row["status_changed_at"])}
+    elif event == "sms:failed":
+        first = {
+            "failedAt": _smsgate_date(row["status_changed_at"]),
+            "reason": row["error_detail"] or target.label,
+        }
+    else:
+        first = {"cancelledAt": _smsgate_date(row["status_changed_at"])}
+    return _envelope(endpoint, event, row["device_id"], {**first, **common})
+
+
+def _smsgate_received(endpoint: WebhookEndpoint, row: Mapping[str, Any]) -> WebhookEvent:
+    payload = {
+        "message": row["body"],
+        "receivedAt": _smsgate_date(row["sent_at"] or row["created_at"]),
+        "messageId": str(row["id"]),
+        "sender": row["phone"],
+        "recipient": row["device__number"] or None,
+        "simNumber": row["sim"] + 1,
+        "phoneNumber": row["phone"],
+    }
+    return _envelope(endpoint, "sms:received", row["device_id"], payload)
+
+
+def smsgate_signature(key: str, body: bytes, timestamp: str) -> str:
+    """SMSGate's X-Signature: hex HMAC-SHA256 over the body followed by the timestamp."""
+    return hmac.new(key.encode(), body + timestamp.encode(), hashlib.sha256).hexdigest()
+
+
+def save_smsgate_endpoint(
+    account: Account, client_id: str, url: str, event: str, device_id: int | None
+) -> WebhookEndpoint:
+    """Create, or replace (same id), one of the account's SMSGate-format webhooks."""
+    if event not in SMSGATE_EVENTS:
+        raise ValueError(f"event must be one of {', '.join(SMSGATE_EVENTS)}")
+    resolve_target(url)
+    device = get_device(account, device_id) if device_id is not None else None
+    with transaction.atomic():
+        endpoint, _ = WebhookEndpoint.objects.update_or_create(
+            account=account,
+            client_id=client_id,
+            defaults={"kind": "smsgate", "url": url, "event": event, "device": device},
+        )
+    return endpoint
+
+
+def delete_smsgate_endpoint(account: Account, client_id: str) -> None:
+    WebhookEndpoint.objects.for_account(account).filter(client_id=client_id).delete()
 
 
 def status_changed(
@@ -338,16 +465,33 @@ def status_changed(
     """
     if not moved or not listened:
         return
-    endpoints = _endpoints("status", ((account, device) for _, account, device in moved))
-    if not any(endpoints.values()):
+    pairs = [(account, device) for _, account, device in moved]
+    endpoints = _endpoints("status", pairs)
+    smsgate = _smsgate_endpoints(SMSGATE_EVENT_OF.get(target), pairs)
+    if not any(endpoints.values()) and not any(smsgate.values()):
         return
     rows = list(
         Message.objects.filter(id__in=[message_id for message_id, _, _ in moved]).values(
-            "id", "account_id", "device_id", "phone", "sent_at", "sim"
+            "id",
+            "account_id",
+            "device_id",
+            "phone",
+            "sent_at",
+            "sim",
+            "external_id",
+            "device__number",
+            "parts_sent",
+            "delivered_at",
+            "status_changed_at",
+            "error_detail",
         )
     )
     zones = _zones(r["account_id"] for r in rows)
-    events = []
+    events = [
+        _smsgate_event(endpoint, row, target)
+        for row in rows
+        for endpoint in smsgate.get((row["account_id"], row["device_id"]), [])
+    ]
     for row in rows:
         for endpoint in endpoints[(row["account_id"], row["device_id"])]:
             payload = {
@@ -378,13 +522,20 @@ def received(message_ids: list[int]) -> None:
             "sent_at",
             "created_at",
             "external_id",
+            "device__number",
         )
     )
-    endpoints = _endpoints("incoming", ((r["account_id"], r["device_id"]) for r in rows))
-    if not any(endpoints.values()):
+    pairs = [(r["account_id"], r["device_id"]) for r in rows]
+    endpoints = _endpoints("incoming", pairs)
+    smsgate = _smsgate_endpoints("sms:received", pairs)
+    if not any(endpoints.values()) and not any(smsgate.values()):
         return
     zones = _zones(r["account_id"] for r in rows)
-    events = []
+    events = [
+        _smsgate_received(endpoint, row)
+        for row in rows
+        for endpoint in smsgate.get((row["account_id"], row["device_id"]), [])
+    ]
     for row in rows:
         zone = zones[row["account_id"]]
         external = row["external_id"]
@@ -552,14 +703,22 @@ def deliver(event_pk: int) -> str:
     endpoint = event.endpoint
     body = event.body.encode()
     timestamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Webhook-Id": str(event.event_id),
-        "X-Webhook-Event": event.kind,
-        "X-Webhook-Timestamp": timestamp,
-        "X-Webhook-Signature": sign(endpoint.secret, timestamp, body),
-    }
+    if endpoint.kind == WebhookEndpoint.Kind.SMSGATE:  # SMSGate's headers and signature
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Timestamp": timestamp,
+            "X-Signature": smsgate_signature(endpoint.secret, body, timestamp),
+        }
+    else:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Webhook-Id": str(event.event_id),
+            "X-Webhook-Event": event.kind,
+            "X-Webhook-Timestamp": timestamp,
+            "X-Webhook-Signature": sign(endpoint.secret, timestamp, body),
+        }
     started = time.monotonic()
     status: int | None = None
     error = ""

@@ -348,3 +348,67 @@ def test_the_inbox_lists_received_sms_and_asks_app_phones_to_scan_again(live_ser
         assert len(asked) == 1
         with pytest.raises(sdk.errors.BadRequestError):
             client.refresh_inbox(domain.InboxRefreshRequest(since=until, until=since))
+
+
+def test_webhooks_arrive_in_smsgates_envelope_with_its_signature(live_server, owner, settings):
+    import hashlib
+    import hmac
+
+    from android_sms_gateway.enums import WebhookEvent as Event
+
+    from messaging import webhooks
+    from messaging.models import WebhookEndpoint
+    from tests.messaging.test_webhooks import Receiver
+
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True  # the receiver listens on loopback
+    user, phone = owner
+    Device.objects.filter(pk=phone.pk).update(number="+4915700000001")
+    receiver = Receiver()
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        hooks = {
+            event: client.create_webhook(domain.Webhook(id=None, url=receiver.url, event=event))
+            for event in (Event.SMS_SENT, Event.SMS_DELIVERED, Event.SMS_RECEIVED)
+        }
+        assert all(hook.id for hook in hooks.values())
+        # The same id replaces the webhook.
+        replaced = client.create_webhook(
+            domain.Webhook(
+                id=hooks[Event.SMS_SENT].id, url=receiver.url + "?v=2", event=Event.SMS_SENT
+            )
+        )
+        listed = client.get_webhooks()
+        assert len(listed) == 3 and replaced.url in {h.url for h in listed}
+        with pytest.raises(sdk.errors.BadRequestError):
+            client.create_webhook(
+                domain.Webhook(id=None, url="ftp://x.example", event=Event.SMS_SENT)
+            )
+        sent = client.send(
+            domain.Message(
+                phone_numbers=["+4915752982212"], text_message=domain.TextMessage("Hi"), id="hook-1"
+            )
+        )
+        _deliver(phone)
+        handoff.receive(phone, [messaging.IncomingSms("in-9", "+4915752982299", "Thanks")])
+        for event_pk in webhooks.due_events():
+            assert webhooks.deliver(event_pk) == "delivered"
+        # Each webhook signs with its own secret (shown in the admin and /api/v1/webhooks).
+        secrets = dict(WebhookEndpoint.objects.values_list("client_id", "secret"))
+        client.delete_webhook(hooks[Event.SMS_RECEIVED].id)
+        client.delete_webhook("no-such-webhook")  # 204 as well
+        assert len(client.get_webhooks()) == 2
+    bodies = []
+    for item in receiver.received:
+        headers, body = item["headers"], item["body"]
+        secret = secrets[json.loads(body)["webhookId"]]
+        signature = hmac.new(
+            secret.encode(), body + headers["X-Timestamp"].encode(), hashlib.sha256
+        ).hexdigest()
+        assert hmac.compare_digest(signature, headers["X-Signature"])
+        bodies.append(json.loads(body))
+    by_event = {b["event"]: b for b in bodies}
+    assert set(by_event) == {"sms:sent", "sms:delivered", "sms:received"}
+    assert by_event["sms:sent"]["payload"]["messageId"] == sent.id == "hook-1"
+    assert by_event["sms:sent"]["payload"]["sender"] == "+4915700000001"
+    assert by_event["sms:delivered"]["payload"]["phoneNumber"] == "+4915752982212"
+    assert by_event["sms:received"]["payload"]["message"] == "Thanks"
+    assert {b["deviceId"] for b in bodies} == {str(phone.pk)}

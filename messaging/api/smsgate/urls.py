@@ -16,6 +16,10 @@ device = views.api(DELETE=(views.remove_device, "devices:delete"))
 inbox = views.api(GET=(views.list_inbox, "inbox:list"))
 inbox_refresh = views.api(POST=(views.refresh_inbox, "inbox:refresh"))
 inbox_export = views.api(POST=(views.export_inbox, "messages:export"))
+hooks = views.api(
+    GET=(views.list_webhooks, "webhooks:list"), POST=(views.create_webhook, "webhooks:write")
+)
+hook = views.api(DELETE=(views.delete_webhook, "webhooks:delete"))
 token = views.api(POST=(views.issue_token, "tokens:manage"))
 refresh = views.api(POST=(views.refresh_token, "tokens:refresh"))
 revoke = views.api(DELETE=(views.revoke_token, "tokens:manage"))
@@ -27,6 +31,8 @@ urlpatterns = [
     re_path(r"^messages?/(?P<key>[^/]{1,64})/?$", message, name="smsgate-message"),
     re_path(r"^inbox/?$", inbox, name="smsgate-inbox"),
     re_path(r"^inbox/refresh/?$", inbox_refresh, name="smsgate-inbox-refresh"),
+    re_path(r"^webhooks/?$", hooks, name="smsgate-webhooks"),
+    re_path(r"^webhooks/(?P<client_id>[^/]{1,64})/?$", hook, name="smsgate-webhook"),
     re_path(r"^devices?/?$", devices, name="smsgate-devices"),
     re_path(r"^devices?/(?P<device_id>[^/]{1,32})/?$", device, name="smsgate-device"),
     re_path(r"^auth/token/?$", token, name="smsgate-token"),

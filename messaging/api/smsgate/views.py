@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from django.conf import settings as django_settings
 from django.db import IntegrityError
 from django.db.models import Case, CharField, F, Max, Min, Q, QuerySet, When
 from django.db.models.functions import Cast
@@ -33,8 +34,9 @@ from gateway.clients import client_address
 from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone
 from messaging import services as messaging
+from messaging import webhooks
 from messaging.api.smsgate import wire
-from messaging.models import Message, Status
+from messaging.models import Message, Status, WebhookEndpoint
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_RECIPIENTS = 100
@@ -453,6 +455,55 @@ def export_inbox(request: HttpRequest, account: Account) -> HttpResponse:
     since, until = _window(data)
     _export(account, data.get("deviceId"), since, until, "SMS")
     return _json({}, 202, Deprecation="true")
+
+
+# --- Webhooks -------------------------------------------------------------------------------
+
+
+def _webhook(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    device = str(endpoint.device_id) if endpoint.device_id is not None else None
+    return {
+        "id": endpoint.client_id,
+        "deviceId": device,
+        "url": endpoint.url,
+        "event": endpoint.event,
+    }
+
+
+def list_webhooks(request: HttpRequest, account: Account) -> HttpResponse:
+    endpoints = WebhookEndpoint.objects.for_account(account).filter(kind="smsgate")
+    return _json([_webhook(e) for e in endpoints.order_by("id")])
+
+
+def create_webhook(request: HttpRequest, account: Account) -> HttpResponse:
+    """Create a webhook, or replace the one with the same id. Its events are sent by this
+    server, signed with the endpoint's secret (docs/smsgate-api.md)."""
+    data = _body(request)
+    client_id = _text(data, "id", 36) or wire.new_id()
+    url = _text(data, "url", 500)
+    schemes = (
+        ("https://", "http://") if django_settings.WEBHOOK_ALLOW_PRIVATE_TARGETS else ("https://",)
+    )
+    if not url or not url.startswith(schemes):
+        raise Refused(400, "url must be an https:// URL")
+    event = data.get("event")
+    if event not in webhooks.SMSGATE_EVENTS:
+        raise Refused(400, f"event must be one of {', '.join(webhooks.SMSGATE_EVENTS)}")
+    device = data.get("deviceId")
+    try:
+        endpoint = webhooks.save_smsgate_endpoint(
+            account, client_id, url, event, None if device in (None, "") else _device_id(device)
+        )
+    except webhooks.TargetRefused as exc:
+        raise Refused(400, f"url: {exc}") from None
+    except device_services.DeviceNotFound:
+        raise Refused(400, "deviceId: no such device") from None
+    return _json(_webhook(endpoint), 201)
+
+
+def delete_webhook(request: HttpRequest, account: Account, client_id: str) -> HttpResponse:
+    webhooks.delete_smsgate_endpoint(account, client_id)
+    return HttpResponse(status=204)
 
 
 # --- Devices --------------------------------------------------------------------------------

@@ -357,7 +357,10 @@ class NewsletterSerializer(serializers.Serializer):
 
 class WebhookEndpointSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
-    kind = serializers.ChoiceField(choices=WebhookEndpoint.Kind.choices)
+    # SMSGate-format webhooks are made through SMSGate's API (they need its event).
+    kind = serializers.ChoiceField(
+        choices=[c for c in WebhookEndpoint.Kind.choices if c[0] != WebhookEndpoint.Kind.SMSGATE]
+    )
     url = serializers.URLField(max_length=500)
     device_id = Int64Field(required=False, allow_null=True, default=None)
     secret = serializers.CharField(read_only=True)
