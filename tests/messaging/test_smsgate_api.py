@@ -412,3 +412,29 @@ def test_webhooks_arrive_in_smsgates_envelope_with_its_signature(live_server, ow
     assert by_event["sms:delivered"]["payload"]["phoneNumber"] == "+4915752982212"
     assert by_event["sms:received"]["payload"]["message"] == "Thanks"
     assert {b["deviceId"] for b in bodies} == {str(phone.pk)}
+
+
+def test_logs_are_the_servers_record_of_the_accounts_sms(live_server, owner, make_user, paired):
+    from datetime import UTC, datetime, timedelta
+
+    user, phone = owner
+    other = make_user("other@example.com", PASSWORD)
+    theirs, _ = paired(account=other.account)
+    messaging.submit(other.account, [messaging.OutgoingSms(theirs.pk, "+4915752982212", "x")])
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        sent = client.send(
+            domain.Message(
+                phone_numbers=["+4915752982212"], text_message=domain.TextMessage("log me")
+            )
+        )
+        _deliver(phone)
+        entries = client.get_logs()
+        assert [e.message.split(": ")[1] for e in entries] == [
+            "Sent by Phone -> Delivered",
+            "Taken from Server -> Sent by Phone",
+            "New -> Taken from Server",
+        ]
+        assert all(e.context["messageId"] == sent.id for e in entries)
+        assert {e.priority.value for e in entries} == {"INFO"}
+        later = datetime.now(UTC) + timedelta(hours=1)
+        assert client.get_logs(from_=later, to=later + timedelta(hours=1)) == []

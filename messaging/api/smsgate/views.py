@@ -36,7 +36,7 @@ from gateway.phones import InvalidPhone, normalize_phone
 from messaging import services as messaging
 from messaging import webhooks
 from messaging.api.smsgate import wire
-from messaging.models import Message, Status, WebhookEndpoint
+from messaging.models import Message, MessageStatusChange, Status, WebhookEndpoint
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_RECIPIENTS = 100
@@ -455,6 +455,42 @@ def export_inbox(request: HttpRequest, account: Account) -> HttpResponse:
     since, until = _window(data)
     _export(account, data.get("deviceId"), since, until, "SMS")
     return _json({}, 202, Deprecation="true")
+
+
+# --- Logs -----------------------------------------------------------------------------------
+
+MAX_LOG_ENTRIES = 1000
+
+
+def logs(request: HttpRequest, account: Account) -> HttpResponse:
+    """The server's own record of what happened to the account's SMS (each status change,
+    who made it and why) between ``from`` and ``to`` (default: the last 24 hours), newest
+    first, at most MAX_LOG_ENTRIES. SMSGate's own server answers 501 here."""
+    until = _time(request.GET["to"], "to") if request.GET.get("to") else timezone.now()
+    since = (
+        _time(request.GET["from"], "from")
+        if request.GET.get("from")
+        else until - timedelta(hours=24)
+    )
+    changes = (
+        MessageStatusChange.objects.filter(
+            message__account=account, changed_at__gte=since, changed_at__lte=until
+        )
+        .order_by("-changed_at", "-id")
+        .values(
+            "id",
+            "changed_at",
+            "from_status",
+            "to_status",
+            "source",
+            "detail",
+            "message_id",
+            "message__external_id",
+            "message__device_id",
+            "message__phone",
+        )[:MAX_LOG_ENTRIES]
+    )
+    return _json([wire.log_entry(change) for change in changes])
 
 
 # --- Webhooks -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,3 +176,28 @@ def incoming(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("device__number"):
         answer["recipient"] = row["device__number"]
     return answer
+
+
+def log_entry(change: Mapping[str, Any]) -> dict[str, Any]:
+    """A status change as an entry of GET /logs."""
+    target = Status(change["to_status"])
+    key = change["message__external_id"] or str(change["message_id"])
+    text = (
+        f"SMS {key} to {change['message__phone']}: {Status(change['from_status']).label} -> "
+        f"{target.label}"
+    )
+    if change["detail"]:
+        text += f" ({change['detail']})"
+    return {
+        "id": change["id"],
+        "priority": "WARN" if target in FAILED else "INFO",
+        "module": "messages",
+        "message": text,
+        "context": {
+            "messageId": key,
+            "deviceId": str(change["message__device_id"] or ""),
+            "status": int(target),
+            "source": change["source"],
+        },
+        "createdAt": date(change["changed_at"]),
+    }
