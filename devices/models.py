@@ -295,3 +295,26 @@ class DeviceSignal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} for device #{self.device_id}"
+
+
+class PhoneSettings(models.Model):
+    """An account's settings for its SMSGate app phones, as SMSGate's integration API sets
+    them (``GET``/``PUT``/``PATCH /settings``; devices.phone_settings): snake_case sections.
+    What the server enforces itself (pacing, hourly and daily caps) is applied to the
+    account's devices and SIMs; the rest is served to the phones."""
+
+    account = models.OneToOneField(
+        "gateway.Account", on_delete=models.CASCADE, related_name="phone_settings"
+    )
+    values = models.JSONField(default=dict, blank=True)
+    # Write-only: signs the phones' webhooks to this server and this server's SMSGate-format
+    # webhooks (never read back through the API).
+    signing_key = models.CharField(max_length=64, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "phone settings"
+        verbose_name_plural = "phone settings"
+
+    def __str__(self) -> str:
+        return f"phone settings of account {self.account_id}"

@@ -20,7 +20,7 @@ import segno
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from devices import wake
+from devices import phone_settings, wake
 from devices.models import Device, PairingCode, PoolMember, SimSlot
 from devices.queries import DeviceNotFound, get_device, is_online
 from gateway.models import Account
@@ -147,6 +147,8 @@ def _pair(account: Account, details: DeviceDetails) -> tuple[Device, str]:
         _apply_sims(device, details.sims)
     elif is_new:
         _apply_sims(device, (SimInfo(slot=0),))
+    if is_new:
+        phone_settings.apply_to_new(device)
     unconfirmed = Message.objects.filter(UNCONFIRMED, device=device).values_list("id", flat=True)
     lifecycle.return_unconfirmed(list(unconfirmed), device=device, source="re-pair")
     log.info("account %s: device %s paired", account.pk, device.pk)
@@ -307,6 +309,8 @@ def register_app(account: Account, name: str, sims: tuple[SimInfo, ...]) -> tupl
                 messaging.reassign(account, ids, device.pk, sim, keep_pool=True)
             Device.objects.filter(pk=previous.pk).update(enabled=False)
             log.info("account %s: device %s replaces %s", account.pk, device.pk, previous.pk)
+        else:
+            phone_settings.apply_to_new(device)
         transaction.on_commit(lambda: wake.ring([device.pk]))
     log.info("account %s: SMSGate device %s registered", account.pk, device.pk)
     return device, token

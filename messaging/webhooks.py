@@ -37,11 +37,20 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from devices.models import PhoneSettings
 from devices.queries import get_device
 from gateway import metrics
 from gateway.models import Account
 from gateway.tasks import enqueue_on_commit
-from messaging.models import FAILED, Message, Problem, Status, WebhookEndpoint, WebhookEvent
+from messaging.models import (
+    FAILED,
+    Message,
+    Problem,
+    Status,
+    WebhookEndpoint,
+    WebhookEvent,
+    _webhook_secret,
+)
 
 log = logging.getLogger(__name__)
 
@@ -441,13 +450,35 @@ def save_smsgate_endpoint(
         raise ValueError(f"event must be one of {', '.join(SMSGATE_EVENTS)}")
     resolve_target(url)
     device = get_device(account, device_id) if device_id is not None else None
+    key = (
+        PhoneSettings.objects.filter(account=account).values_list("signing_key", flat=True).first()
+    )
     with transaction.atomic():
         endpoint, _ = WebhookEndpoint.objects.update_or_create(
             account=account,
             client_id=client_id,
             defaults={"kind": "smsgate", "url": url, "event": event, "device": device},
+            create_defaults={
+                "kind": "smsgate",
+                "url": url,
+                "event": event,
+                "device": device,
+                "secret": key or _webhook_secret(),
+            },
         )
     return endpoint
+
+
+def set_smsgate_signing_key(account: Account, key: str) -> None:
+    """The account's SMSGate-format webhooks are signed with ``key`` (its
+    ``webhooks.signing_key`` setting) from now on; "" gives each a new secret of its own."""
+    endpoints = WebhookEndpoint.objects.for_account(account).filter(kind="smsgate")
+    if key:
+        endpoints.update(secret=key)
+        return
+    for endpoint in endpoints:
+        endpoint.secret = _webhook_secret()
+        endpoint.save(update_fields=["secret"])
 
 
 def delete_smsgate_endpoint(account: Account, client_id: str) -> None:

@@ -29,7 +29,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from devices import handoff, pools, queries, services
+from devices import handoff, phone_settings, pools, queries, services
 from devices.mobile import wire
 from devices.models import Device
 from gateway import inputs
@@ -313,19 +313,25 @@ def settings_view(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
     phone = _phone(request)
+    # What the account set through SMSGate's integration API, with this server's own
+    # keys over it: it paces (the phone keeps its order and sends when told), it has no
+    # push service (events come over the stream), and it is the phone's server.
+    stored, account_key = phone_settings.for_phone(phone)
     base = public_url(request)
-    gateway: dict[str, Any] = {"notification_channel": "SSE_ONLY"}
+    gateway: dict[str, Any] = {**stored.pop("gateway", {}), "notification_channel": "SSE_ONLY"}
     if base.startswith("https://"):
         gateway["cloud_url"] = base + PREFIX
-    return _json(
-        {
-            # The server paces; the phone keeps its order and sends when told.
-            "messages": {"processing_order": "FIFO"},
-            "webhooks": {"signing_key": phone.webhook_key, "retry_count": 15},
-            "ping": {"interval_seconds": settings.SMSGATE_PING_SECONDS},
-            "gateway": gateway,
-        }
-    )
+    served = {
+        "messages": {**stored.pop("messages", {}), "processing_order": "FIFO"},
+        "webhooks": {
+            "retry_count": 15,
+            **stored.pop("webhooks", {}),
+            "signing_key": account_key or phone.webhook_key,
+        },
+        "ping": {"interval_seconds": settings.SMSGATE_PING_SECONDS, **stored.pop("ping", {})},
+        "gateway": gateway,
+    }
+    return _json({**served, **stored})
 
 
 # --- /user ----------------------------------------------------------------------------------
@@ -383,10 +389,11 @@ def hook(request: HttpRequest) -> HttpResponse:
     phone = queries.app_device(envelope.get("deviceId"))
     stamp = request.META.get("HTTP_X_TIMESTAMP", "")
     signature = request.META.get("HTTP_X_SIGNATURE", "").lower()
-    if phone is None or not phone.webhook_key or not stamp or not signature:
+    keys = phone_settings.signing_keys(phone) if phone is not None else []
+    if phone is None or not keys or not stamp or not signature:
         raise _Refused(401, "Unsigned, or not from a registered phone")
-    expected = hmac.new(phone.webhook_key.encode(), raw + stamp.encode(), hashlib.sha256)
-    if not hmac.compare_digest(expected.hexdigest(), signature):
+    expected = [hmac.new(k.encode(), raw + stamp.encode(), hashlib.sha256) for k in keys]
+    if not any(hmac.compare_digest(e.hexdigest(), signature) for e in expected):
         raise _Refused(401, "Signature does not match")
     if not stamp.isdigit() or abs(time.time() - int(stamp)) > settings.SMSGATE_WEBHOOK_SKEW_SECONDS:
         raise _Refused(401, "X-Timestamp is stale")

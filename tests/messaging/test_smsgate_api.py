@@ -438,3 +438,41 @@ def test_logs_are_the_servers_record_of_the_accounts_sms(live_server, owner, mak
         assert {e.priority.value for e in entries} == {"INFO"}
         later = datetime.now(UTC) + timedelta(hours=1)
         assert client.get_logs(from_=later, to=later + timedelta(hours=1)) == []
+
+
+def test_settings_are_read_replaced_and_patched_through_both_clients(live_server, owner):
+    from android_sms_gateway.enums import LimitPeriod, SimSelectionMode
+
+    user, phone = owner
+    chosen = domain.DeviceSettings(
+        messages=domain.SettingsMessages(
+            limit_period=LimitPeriod.PER_HOUR,
+            limit_value=120,
+            send_interval_min=3,
+            sim_selection_mode=SimSelectionMode.ROUND_ROBIN,
+        ),
+        ping=domain.SettingsPing(interval_seconds=600),
+        webhooks=domain.SettingsWebhooks(signing_key="integration-key", retry_count=5),
+    )
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        assert client.get_settings() == domain.DeviceSettings()
+        client.update_settings(chosen)
+        read = client.get_settings()
+        assert read.messages is not None and read.messages.limit_value == 120
+        assert read.messages.sim_selection_mode == SimSelectionMode.ROUND_ROBIN
+        assert read.webhooks == domain.SettingsWebhooks(retry_count=5)  # the key is write-only
+        client.patch_settings(domain.DeviceSettings(logs=domain.SettingsLogs(lifetime_days=3)))
+    phone.refresh_from_db()
+    assert phone.delay_between_sms == 3
+    assert {s.max_per_hour for s in phone.sims.all()} == {120}
+
+    async def run() -> Any:
+        async with sdk.AsyncAPIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+            await client.patch_settings(
+                domain.DeviceSettings(ping=domain.SettingsPing(interval_seconds=30))
+            )
+            return await client.get_settings()
+
+    read = asyncio.run(run())
+    assert read.ping == domain.SettingsPing(interval_seconds=30)
+    assert read.logs == domain.SettingsLogs(lifetime_days=3)

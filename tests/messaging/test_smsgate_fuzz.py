@@ -14,6 +14,8 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devices import phone_settings
+
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 PASSWORD = "a-long-passphrase"
 BASE = "/api/3rdparty/v1"
@@ -61,6 +63,9 @@ ROUTES = [
     ("get", "/devices"),
     ("delete", "/devices/1"),
     ("post", "/auth/token"),
+    ("get", "/settings"),
+    ("put", "/settings"),
+    ("patch", "/settings"),
 ]
 
 
@@ -118,3 +123,30 @@ def test_bodies_that_are_not_json_or_too_large(client):
         answer = Client(headers={"authorization": auth}).get(f"{BASE}/messages")
         assert answer.status_code == 401
         _check(answer)
+
+
+SETTING_KEYS = sorted({key for keys in phone_settings.SCHEMA.values() for key in keys})
+setting_bodies = st.dictionaries(
+    st.sampled_from([*phone_settings.SCHEMA, "other"]),
+    st.dictionaries(st.sampled_from(SETTING_KEYS), scalars | values, max_size=5) | values,
+    max_size=4,
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_no_settings_make_a_server_error_or_an_unreadable_store(client, method):
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=setting_bodies | values)
+    def run(body):
+        response = getattr(client, method)(
+            f"{BASE}/settings", data=json.dumps(body), content_type="application/json"
+        )
+        _check(response)
+        # What was stored reads back, and is what the write answered.
+        read = client.get(f"{BASE}/settings")
+        _check(read)
+        if response.status_code == 200:
+            assert json.loads(read.content) == json.loads(response.content)
+
+    run()

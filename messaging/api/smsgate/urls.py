@@ -20,6 +20,11 @@ hooks = views.api(
     GET=(views.list_webhooks, "webhooks:list"), POST=(views.create_webhook, "webhooks:write")
 )
 hook = views.api(DELETE=(views.delete_webhook, "webhooks:delete"))
+settings = views.api(
+    GET=(views.get_settings, "settings:read"),
+    PUT=(views.replace_settings, "settings:write"),
+    PATCH=(views.patch_settings, "settings:write"),
+)
 logs = views.api(GET=(views.logs, "logs:read"))
 token = views.api(POST=(views.issue_token, "tokens:manage"))
 refresh = views.api(POST=(views.refresh_token, "tokens:refresh"))
@@ -33,6 +38,7 @@ urlpatterns = [
     re_path(r"^inbox/?$", inbox, name="smsgate-inbox"),
     re_path(r"^inbox/refresh/?$", inbox_refresh, name="smsgate-inbox-refresh"),
     re_path(r"^logs/?$", logs, name="smsgate-logs"),
+    re_path(r"^settings/?$", settings, name="smsgate-settings"),
     re_path(r"^webhooks/?$", hooks, name="smsgate-webhooks"),
     re_path(r"^webhooks/(?P<client_id>[^/]{1,64})/?$", hook, name="smsgate-webhook"),
     re_path(r"^devices?/?$", devices, name="smsgate-devices"),

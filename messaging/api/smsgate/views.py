@@ -25,7 +25,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from devices import pools
+from devices import phone_settings, pools
 from devices import services as device_services
 from devices.models import Device
 from gateway import health, inputs, jwt_tokens
@@ -563,6 +563,29 @@ def remove_device(request: HttpRequest, account: Account, device_id: str) -> Htt
     if not device_services.remove_device(account, int(device_id)):
         raise Refused(404, "device not found")
     return HttpResponse(status=204)
+
+
+# --- Settings -------------------------------------------------------------------------------
+
+
+def get_settings(request: HttpRequest, account: Account) -> HttpResponse:
+    return _json(phone_settings.read(account))
+
+
+def _write_settings(request: HttpRequest, account: Account, *, replace: bool) -> HttpResponse:
+    try:
+        stored = phone_settings.write(account, wire.settings_keys(_body(request)), replace=replace)
+    except phone_settings.InvalidSettings as exc:
+        raise Refused(400, str(exc)) from None
+    return _json(stored)
+
+
+def replace_settings(request: HttpRequest, account: Account) -> HttpResponse:
+    return _write_settings(request, account, replace=True)
+
+
+def patch_settings(request: HttpRequest, account: Account) -> HttpResponse:
+    return _write_settings(request, account, replace=False)
 
 
 # --- Tokens ---------------------------------------------------------------------------------

@@ -201,3 +201,18 @@ def log_entry(change: Mapping[str, Any]) -> dict[str, Any]:
         },
         "createdAt": date(change["changed_at"]),
     }
+
+
+def settings_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A settings body with SMSGate's snake_case keys: the camelCase spellings some SDKs'
+    typings use (``limitPeriod``, ``signingKey``) are read as the same keys."""
+
+    def snake(name: str) -> str:
+        return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+    return {
+        section: (
+            {snake(key): value for key, value in keys.items()} if isinstance(keys, dict) else keys
+        )
+        for section, keys in data.items()
+    }
