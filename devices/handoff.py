@@ -51,6 +51,8 @@ class Lease:
     send_at: datetime
     created_at: datetime
     pool_id: int | None = None
+    # The message's own validity (SMSGate's ttl/validUntil), if it has one.
+    until: datetime | None = None
 
     @property
     def served_id(self) -> str:
@@ -58,7 +60,7 @@ class Lease:
 
     @property
     def valid_until(self) -> datetime:
-        return valid_until(self.send_at, self.not_before_at if self.pool_id else None)
+        return valid_until(self.send_at, self.not_before_at if self.pool_id else None, self.until)
 
 
 @dataclass
@@ -85,6 +87,7 @@ def _lease_of(row: dict[str, Any]) -> Lease:
         send_at=row["send_at"],
         created_at=row["created_at"],
         pool_id=row["pool_id"],
+        until=row["valid_until"],
     )
 
 
@@ -100,6 +103,7 @@ _LEASE_FIELDS = (
     "send_at",
     "created_at",
     "pool_id",
+    "valid_until",
 )
 
 # A phone protocol whose phone starts sending without confirming first (the SMSGate app:
@@ -112,14 +116,17 @@ FENCE_MARGIN = timedelta(minutes=10)
 DEFAULT_FENCE_HOURS = 7 * 24
 
 
-def valid_until(send_at: datetime, pooled_at: datetime | None = None) -> datetime:
+def valid_until(
+    send_at: datetime, pooled_at: datetime | None = None, until: datetime | None = None
+) -> datetime:
     """The last moment a phone may send a message whose send time is ``send_at``; for a
     pooled one handed out for ``pooled_at``, sooner (POOL_VALID_SECONDS after it), so that
-    what a silent phone was served can go back to the pool (docs/pools.md)."""
+    what a silent phone was served can go back to the pool (docs/pools.md); never after the
+    message's own validity ``until``."""
     last = send_at + timedelta(hours=settings.MESSAGE_EXPIRY_HOURS or DEFAULT_FENCE_HOURS)
     if pooled_at is not None:
-        return min(last, pooled_at + timedelta(seconds=settings.POOL_VALID_SECONDS))
-    return last
+        last = min(last, pooled_at + timedelta(seconds=settings.POOL_VALID_SECONDS))
+    return last if until is None else min(last, until)
 
 
 class Pacer:
@@ -186,7 +193,11 @@ def _due(device: Device, sims: list[int], now: datetime) -> Any:
     """This device's messages a poll may hand out now: NEW, due, not of a paused newsletter."""
     paused = Newsletter.objects.filter(pk=OuterRef("newsletter_id"), state=Newsletter.State.PAUSED)
     return Message.objects.filter(
-        device=device, sim__in=sims, status=Status.NEW, send_at__lte=now
+        Q(valid_until__isnull=True) | Q(valid_until__gt=now),
+        device=device,
+        sim__in=sims,
+        status=Status.NEW,
+        send_at__lte=now,
     ).filter(~Exists(paused))
 
 
@@ -293,19 +304,25 @@ def poll(
                     _due(device, [sim], now)
                     .order_by("-urgent", "send_at", "id")
                     .select_for_update(skip_locked=True)
-                    .values_list("id", "urgent", "segments", "send_at", "phone", "pool_id")[:room]
+                    .values_list(
+                        "id", "urgent", "segments", "send_at", "phone", "pool_id", "valid_until"
+                    )[:room]
                 )
-                for message_id, urgent, segments, due_at, phone, pool_id in candidates:
+                for message_id, urgent, segments, due_at, phone, pool_id, until in candidates:
                     if quota is not None and not quota.admit(phone):
                         continue
                     send_at = pacer.schedule(now, urgent, segments)
+                    if until is not None and send_at > until:
+                        # Paced past its own validity: never handed out (it expires).
+                        pacer.undo()
+                        continue
                     # Not due within this poll's horizon, or paced into the SIM's quiet
                     # hours: not handed out now (give the pacing slot back).
                     if send_at > horizon or (quota is not None and quota.quiet_at(send_at)):
                         pacer.undo()
                         break
                     expires = (
-                        valid_until(due_at, send_at if pool_id else None) + FENCE_MARGIN
+                        valid_until(due_at, send_at if pool_id else None, until) + FENCE_MARGIN
                         if fenced
                         else send_at + timedelta(seconds=settings.DEVICE_LEASE_SECONDS)
                     )

@@ -175,6 +175,9 @@ class Message(models.Model):
     body = models.TextField()
     status = models.PositiveSmallIntegerField(choices=Status.choices, default=Status.NEW)
     send_at = models.DateTimeField(default=timezone.now, help_text="Not handed out before.")
+    # Not handed out after (SMSGate's ttl/validUntil), and EXPIRED once past while waiting;
+    # None: MESSAGE_EXPIRY_HOURS after send_at.
+    valid_until = models.DateTimeField(null=True, blank=True, help_text="Not sent after.")
     urgent = models.BooleanField(default=False)
     customer_id = models.BigIntegerField(null=True, blank=True)
     # Indexed by the unique (newsletter, phone) constraint below.
@@ -262,6 +265,12 @@ class Message(models.Model):
             # Waiting (NEW) messages by send time, for the expiry sweep.
             models.Index(
                 fields=["send_at"], name="message_pending_idx", condition=Q(status=Status.NEW)
+            ),
+            # Waiting messages with a validity of their own, for the expiry sweep.
+            models.Index(
+                fields=["valid_until"],
+                name="message_valid_until_idx",
+                condition=Q(status=Status.NEW, valid_until__isnull=False),
             ),
             # Leases awaiting confirmation (re-poll, reaper) and confirmed ones awaiting an
             # outcome (deadline sweep).

@@ -70,6 +70,9 @@ class OutgoingSms:
     customer_id: int | None = None
     # The client's own id of the message (SMSGate's integration API), kept on every row.
     external_id: str = ""
+    # The last moment it may be sent (SMSGate's ttl/validUntil); None: MESSAGE_EXPIRY_HOURS
+    # after its send time.
+    valid_until: datetime | None = None
 
 
 @dataclass
@@ -107,6 +110,7 @@ _MESSAGE_COLUMNS = (
     "newsletter_id",
     "pool_id",
     "hold_reason",
+    "valid_until",
 )
 
 
@@ -128,6 +132,7 @@ def _row(
     sent_at: datetime | None = None,
     newsletter_id: int | None = None,
     pool_id: int | None = None,
+    valid_until: datetime | None = None,
 ) -> tuple[Any, ...]:
     """One new message as a row of _MESSAGE_COLUMNS."""
     return (
@@ -150,6 +155,7 @@ def _row(
         newsletter_id,
         pool_id,
         "",
+        valid_until,
     )
 
 
@@ -248,6 +254,7 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                         customer_id=request.customer_id,
                         external_id=request.external_id[:64],
                         pool_id=pool_id,
+                        valid_until=request.valid_until,
                     )
                 )
         except InvalidMessage as exc:
@@ -598,21 +605,39 @@ def cancel(account: Account, message_ids: Iterable[int], *, source: str = "") ->
 
 
 def expire_stale(*, limit: int = 5000) -> int:
-    """Messages still waiting (NEW) whose send time is older than MESSAGE_EXPIRY_HOURS end
-    EXPIRED.
+    """Messages still waiting (NEW) past their own validity (``valid_until``), or whose send
+    time is older than MESSAGE_EXPIRY_HOURS, end EXPIRED.
 
     Bounded per run (a backlog drains over runs); idempotent. Returns how many moved.
     """
+    now = timezone.now()
+    moved = 0
+    # Those with a validity of their own (SMSGate's ttl/validUntil), then the rest.
+    past = list(
+        Message.objects.filter(status=Status.NEW, valid_until__lt=now)
+        .order_by("valid_until")
+        .values_list("id", flat=True)[:limit]
+    )
+    if past:
+        moved += len(
+            lifecycle.move(
+                past,
+                Status.EXPIRED,
+                only_from=[Status.NEW],
+                detail="not sent before its validity ended",
+                source="expiry",
+            ).moved
+        )
     if not settings.MESSAGE_EXPIRY_HOURS:
-        return 0
-    cutoff = timezone.now() - timedelta(hours=settings.MESSAGE_EXPIRY_HOURS)
+        return moved
+    cutoff = now - timedelta(hours=settings.MESSAGE_EXPIRY_HOURS)
     ids = list(
         Message.objects.filter(status=Status.NEW, send_at__lt=cutoff)
         .order_by("send_at")
         .values_list("id", flat=True)[:limit]
     )
     detail = f"not taken by a phone within {settings.MESSAGE_EXPIRY_HOURS} h"
-    return len(
+    return moved + len(
         lifecycle.move(
             ids, Status.EXPIRED, only_from=[Status.NEW], detail=detail, source="expiry"
         ).moved

@@ -9,7 +9,7 @@ import hmac
 import json
 import re
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -579,3 +579,17 @@ def test_webhook_receipts_are_pruned_after_the_phones_retries_end(app):
     )
     messaging.prune_history()
     assert list(PhoneWebhookReceipt.objects.values_list("event_id", flat=True)) == ["new"]
+
+
+def test_a_message_with_its_own_validity_is_served_with_it_and_not_after(app):
+    soon = timezone.now() + timedelta(minutes=5)
+    message = queue(app, valid_until=soon)
+    (served,) = app.fetch()
+    assert served["validUntil"] == soon.astimezone(UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+    # The fence (how long the lease lasts) ends with it too.
+    message.refresh_from_db()
+    assert message.lease_expires_at <= soon + FENCE_MARGIN
+    other = queue(app, valid_until=timezone.now() - timedelta(seconds=1), body="too late")
+    assert other.id not in {int(m["id"].split("-")[0]) for m in app.fetch()}

@@ -476,3 +476,60 @@ def test_settings_are_read_replaced_and_patched_through_both_clients(live_server
     read = asyncio.run(run())
     assert read.ping == domain.SettingsPing(interval_seconds=30)
     assert read.logs == domain.SettingsLogs(lifetime_days=3)
+
+
+def test_ttl_and_valid_until_bound_when_a_message_may_be_sent(live_server, owner):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    user, phone = owner
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        sent = client.send(
+            domain.Message(
+                phone_numbers=["+4915752982212"], text_message=domain.TextMessage("soon"), ttl=60
+            )
+        )
+        until = timezone.now() + timedelta(hours=2)
+        later = client.send(
+            domain.Message(
+                phone_numbers=["+4915752982212"],
+                text_message=domain.TextMessage("later"),
+                valid_until=until,
+            )
+        )
+    short = Message.objects.get(external_id=sent.id)
+    assert timedelta(seconds=50) < short.valid_until - short.created_at <= timedelta(seconds=61)
+    assert abs(Message.objects.get(external_id=later.id).valid_until - until) < timedelta(seconds=1)
+
+    # Time passes: a message past its validity is not handed out, and expires.
+    Message.objects.filter(pk=short.pk).update(valid_until=timezone.now() - timedelta(seconds=1))
+    assert [m.id for m in handoff.poll(phone).messages] == [
+        Message.objects.get(external_id=later.id).pk
+    ]
+    assert messaging.expire_stale() == 1
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        state = client.get_state(sent.id)
+    assert state.state == ProcessState.Failed
+    assert state.recipients[0].error == "not sent before its validity ended"
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"ttl": 4}, "ttl must be an integer from 5"),
+        ({"ttl": 60, "validUntil": "2099-01-01T00:00:00Z"}, "must not be used together"),
+        ({"validUntil": "2001-01-01T00:00:00Z"}, "validUntil must be in the future"),
+        (
+            {"validUntil": "2099-01-01T00:00:00Z", "scheduleAt": "2099-02-01T00:00:00Z"},
+            "scheduleAt must not be after validUntil",
+        ),
+    ],
+)
+def test_bad_validity_is_refused(live_server, owner, extra, problem):
+    user, _ = owner
+    body = {"phoneNumbers": ["+4915752982212"], "textMessage": {"text": "x"}, **extra}
+    basic = "Basic " + base64.b64encode(f"{user.email}:{PASSWORD}".encode()).decode()
+    status, answer, _ = _raw(live_server, "POST", "/messages", body, auth=basic)
+    assert status == 400 and problem in answer["message"]
+    assert not Message.objects.exists()

@@ -241,6 +241,23 @@ def _content(data: dict[str, Any]) -> str:
     return text
 
 
+MAX_TTL = 366 * 24 * 3600
+
+
+def _validity(data: dict[str, Any], now: datetime) -> datetime | None:
+    """The last moment the message may be sent: ``ttl`` seconds from now, or ``validUntil``
+    (not both); None: the server's own expiry."""
+    ttl = _int(data, "ttl", 5, MAX_TTL)
+    if data.get("validUntil") is not None:
+        if ttl is not None:
+            raise Refused(400, "ttl and validUntil must not be used together")
+        until = _time(data["validUntil"], "validUntil")
+        if until <= now:
+            raise Refused(400, "validUntil must be in the future")
+        return until
+    return None if ttl is None else now + timedelta(seconds=ttl)
+
+
 def _sender(account: Account, data: dict[str, Any], active_within: int) -> int | None:
     """The device (or pool) asked for; else the account's default pool; else the phone
     heard from last (within ``active_within`` hours when given); None: no device at all."""
@@ -283,18 +300,20 @@ def send(request: HttpRequest, account: Account) -> HttpResponse:
     text = _content(data)
     if _bool(data, "isEncrypted"):
         raise Refused(400, "encrypted messages are not supported by this server yet")
-    if data.get("ttl") is not None or data.get("validUntil") is not None:
-        raise Refused(400, "ttl and validUntil are not supported by this server yet")
     numbers = _recipients(data, skip)
     key = _text(data, "id", 36) or wire.new_id()
     sim = _int(data, "simNumber", 1, 3)
     priority = _int(data, "priority", -128, 127) or 0
     _bool(data, "withDeliveryReport")  # delivery is always tracked
+    now = timezone.now()
     send_at = None
     if data.get("scheduleAt") is not None:
         send_at = _time(data["scheduleAt"], "scheduleAt")
-        if send_at <= timezone.now():
+        if send_at <= now:
             raise Refused(400, "scheduleAt must be in the future")
+    until = _validity(data, now)
+    if until is not None and send_at is not None and send_at > until:
+        raise Refused(400, "scheduleAt must not be after validUntil")
     device_id = _sender(account, data, int(within))
     if _outgoing(account).filter(external_id=key).exists():
         raise Refused(409, "message with the same ID already exists")
@@ -307,6 +326,7 @@ def send(request: HttpRequest, account: Account) -> HttpResponse:
             send_at,
             priority >= wire.EXPEDITED,
             external_id=key,
+            valid_until=until,
         )
         for number in numbers
     ]
