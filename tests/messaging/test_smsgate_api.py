@@ -499,8 +499,10 @@ def test_ttl_and_valid_until_bound_when_a_message_may_be_sent(live_server, owner
             )
         )
     short = Message.objects.get(external_id=sent.id)
+    long = Message.objects.get(external_id=later.id)
+    assert short.valid_until is not None and long.valid_until is not None
     assert timedelta(seconds=50) < short.valid_until - short.created_at <= timedelta(seconds=61)
-    assert abs(Message.objects.get(external_id=later.id).valid_until - until) < timedelta(seconds=1)
+    assert abs(long.valid_until - until) < timedelta(seconds=1)
 
     # Time passes: a message past its validity is not handed out, and expires.
     Message.objects.filter(pk=short.pk).update(valid_until=timezone.now() - timedelta(seconds=1))
