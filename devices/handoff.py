@@ -53,6 +53,9 @@ class Lease:
     pool_id: int | None = None
     # The message's own validity (SMSGate's ttl/validUntil), if it has one.
     until: datetime | None = None
+    # A data SMS to this port (body: base64), and end-to-end encrypted content.
+    data_port: int | None = None
+    encrypted: bool = False
 
     @property
     def served_id(self) -> str:
@@ -88,6 +91,8 @@ def _lease_of(row: dict[str, Any]) -> Lease:
         created_at=row["created_at"],
         pool_id=row["pool_id"],
         until=row["valid_until"],
+        data_port=row["data_port"],
+        encrypted=row["encrypted"],
     )
 
 
@@ -104,6 +109,8 @@ _LEASE_FIELDS = (
     "created_at",
     "pool_id",
     "valid_until",
+    "data_port",
+    "encrypted",
 )
 
 # A phone protocol whose phone starts sending without confirming first (the SMSGate app:

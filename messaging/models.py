@@ -170,9 +170,15 @@ class Message(models.Model):
     # which the pool never routes it to again (devices.pools.take_back).
     revoke_requested_at = models.DateTimeField(null=True, blank=True)
     revoked_from = models.BigIntegerField(null=True, blank=True)
-    phone = models.CharField(max_length=32, help_text="Normalized recipient (or sender).")
+    # Normalized; as the client gave it when it asked so (SMSGate's skipPhoneValidation),
+    # and its ciphertext for an encrypted message.
+    phone = models.CharField(max_length=128, help_text="Normalized recipient (or sender).")
     phone_raw = models.CharField(max_length=64, blank=True, help_text="As the client sent it.")
     body = models.TextField()
+    # A data SMS to this port (body: its payload in base64), and content and recipient
+    # encrypted end to end by the client (passed to the phone untouched): SMSGate's API.
+    data_port = models.PositiveIntegerField(null=True, blank=True)
+    encrypted = models.BooleanField(default=False, db_default=False)
     status = models.PositiveSmallIntegerField(choices=Status.choices, default=Status.NEW)
     send_at = models.DateTimeField(default=timezone.now, help_text="Not handed out before.")
     # Not handed out after (SMSGate's ttl/validUntil), and EXPIRED once past while waiting;

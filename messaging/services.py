@@ -8,6 +8,8 @@ mark_failed here are the clients' and operators' verbs on top of it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +36,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_CHARS = 1600
 MAX_SEGMENTS = 10
+# A data SMS is one SMS: its payload after the port header (Android sends no multipart data).
+MAX_DATA_BYTES = 133
+# Ciphertext of an encrypted SMS: base64 of the padded text, with its salt and parameters.
+MAX_ENCRYPTED_CHARS = 12_000
+MAX_KEPT_PHONE = 128
 MAX_RECIPIENTS = 1000  # per request (comma-separated numbers)
 MAX_BATCH = 10_000  # SMS per submit call, after expanding recipient lists
 
@@ -73,6 +80,17 @@ class OutgoingSms:
     # The last moment it may be sent (SMSGate's ttl/validUntil); None: MESSAGE_EXPIRY_HOURS
     # after its send time.
     valid_until: datetime | None = None
+    # SMSGate's integration API: a data SMS to this port (the body is its payload in
+    # base64); body and recipient encrypted end to end by the client (passed through to
+    # the phone untouched); a recipient kept as given (not checked as a phone number).
+    data_port: int | None = None
+    encrypted: bool = False
+    keep_phone: bool = False
+
+    @property
+    def needs_app(self) -> bool:
+        """Only an SMSGate app phone can send it (our own agent sends plain text SMS)."""
+        return self.data_port is not None or self.encrypted
 
 
 @dataclass
@@ -111,6 +129,8 @@ _MESSAGE_COLUMNS = (
     "pool_id",
     "hold_reason",
     "valid_until",
+    "data_port",
+    "encrypted",
 )
 
 
@@ -133,6 +153,8 @@ def _row(
     newsletter_id: int | None = None,
     pool_id: int | None = None,
     valid_until: datetime | None = None,
+    data_port: int | None = None,
+    encrypted: bool = False,
 ) -> tuple[Any, ...]:
     """One new message as a row of _MESSAGE_COLUMNS."""
     return (
@@ -156,7 +178,55 @@ def _row(
         pool_id,
         "",
         valid_until,
+        data_port,
+        encrypted,
     )
+
+
+def _segments(request: OutgoingSms) -> int:
+    """The SMS parts ``request`` takes (what pacing and caps count); raises InvalidMessage."""
+    if request.encrypted:  # the text is unknown: estimated from the ciphertext's size
+        if not request.body or len(request.body) > MAX_ENCRYPTED_CHARS:
+            raise InvalidMessage(
+                f"Encrypted content must be 1 to {MAX_ENCRYPTED_CHARS} characters", field="body"
+            )
+        if request.data_port is not None:
+            return 1
+        size = len(request.body.rsplit("$", 1)[-1]) * 3 // 4
+        return 1 if size <= 160 else min(MAX_SEGMENTS, -(-size // 153))
+    if request.data_port is not None:
+        try:
+            payload = base64.b64decode(request.body, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidMessage("Data must be base64", field="body") from None
+        if not 1 <= len(payload) <= MAX_DATA_BYTES:
+            raise InvalidMessage(f"A data SMS carries 1 to {MAX_DATA_BYTES} bytes", field="body")
+        return 1
+    return check_body(request.body)
+
+
+def _recipients(request: OutgoingSms) -> list[tuple[str, str]]:
+    """``(stored number, as the client wrote it)`` for each recipient of ``request``; one
+    kept as given (encrypted, or not to be checked) is stored as it came."""
+    if request.keep_phone or request.encrypted:
+        kept = request.phone.strip()
+        if not 1 <= len(kept) <= MAX_KEPT_PHONE:
+            raise InvalidMessage(
+                f"Recipient must be 1 to {MAX_KEPT_PHONE} characters", field="phone"
+            )
+        return [(kept, "")]
+    recipients = split_recipients(request.phone)
+    if not recipients:
+        raise InvalidMessage("Recipient phone number is empty")
+    if len(recipients) > MAX_RECIPIENTS:
+        raise InvalidMessage(f"At most {MAX_RECIPIENTS} recipients per message")
+    found = []
+    for raw_phone in recipients:
+        try:
+            found.append((normalize_phone(raw_phone), raw_phone.strip()[:64]))
+        except InvalidPhone as exc:
+            raise InvalidMessage(str(exc)) from None
+    return found
 
 
 def check_body(body: str) -> int:
@@ -199,6 +269,18 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
     """
     wanted = {r.device_id for r in requests}
     slots = queries.sim_slots_by_device(account, [d for d in wanted if d is not None])
+    app_phones = (
+        set(
+            Device.objects.for_account(account)
+            .filter(
+                pk__in=[r.device_id for r in requests if r.needs_app and r.device_id is not None]
+            )
+            .filter(protocol=Device.Protocol.SMSGATE)
+            .values_list("pk", flat=True)
+        )
+        if any(r.needs_app for r in requests)
+        else set()
+    )
     pooled = pools.pools_by_id(account, wanted - slots.keys())
     if None in wanted:
         default = pools.default_pool(account)
@@ -207,7 +289,7 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
     now = timezone.now()
     rows: list[tuple[Any, ...]] = []
     errors: list[tuple[int, str]] = []
-    segments_of: dict[str, int] = {}
+    segments_of: dict[tuple[str, int | None, bool], int] = {}
     for index, request in enumerate(requests):
         try:
             device_id, sim, pool_id = request.device_id, request.sim, None
@@ -224,27 +306,26 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                 device_id, sim, pool_id = None, 0, pool.pk
             elif sim not in device_slots:
                 raise InvalidMessage(f"Device has no SIM slot {sim}", field="sim")
-            segments = segments_of.get(request.body)
+            if request.needs_app and (pool_id is not None or device_id not in app_phones):
+                raise InvalidMessage(
+                    "Data SMS and encrypted SMS are sent by one SMSGate app phone: choose one "
+                    "(not a pool, not a phone of our own protocol)",
+                    field="device_id",
+                )
+            kind = (request.body, request.data_port, request.encrypted)
+            segments = segments_of.get(kind)
             if segments is None:
-                segments = segments_of[request.body] = check_body(request.body)
-            recipients = split_recipients(request.phone)
-            if not recipients:
-                raise InvalidMessage("Recipient phone number is empty")
-            if len(recipients) > MAX_RECIPIENTS:
-                raise InvalidMessage(f"At most {MAX_RECIPIENTS} recipients per message")
+                segments = segments_of[kind] = _segments(request)
+            targets = _recipients(request)
             send_at = now if request.send_at is None or request.send_at < now else request.send_at
-            for raw_phone in recipients:
-                try:
-                    phone = normalize_phone(raw_phone)
-                except InvalidPhone as exc:
-                    raise InvalidMessage(str(exc)) from None
+            for phone, raw_phone in targets:
                 rows.append(
                     _row(
                         account.pk,
                         device_id,
                         sim,
                         phone,
-                        raw_phone.strip()[:64],
+                        raw_phone,
                         request.body,
                         Status.NEW,
                         send_at,
@@ -255,6 +336,8 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                         external_id=request.external_id[:64],
                         pool_id=pool_id,
                         valid_until=request.valid_until,
+                        data_port=request.data_port,
+                        encrypted=request.encrypted,
                     )
                 )
         except InvalidMessage as exc:

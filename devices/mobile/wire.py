@@ -94,15 +94,23 @@ def health_checks(value: object) -> dict[str, dict[str, Any]]:
     return checks
 
 
+def content_of(body: str, data_port: int | None) -> dict[str, Any]:
+    """A message's content as SMSGate writes it (both its APIs): a data SMS's payload and
+    port, or its text."""
+    if data_port is not None:
+        return {"dataMessage": {"data": body, "port": data_port}}
+    return {"textMessage": {"text": body}}
+
+
 def element(lease: Lease, *, state: str, sim_known: bool, now: datetime) -> dict[str, Any]:
     """One message of GET /message: every field valid for the app, or the app would drop
     the whole list (spec §7)."""
     item: dict[str, Any] = {
         "id": lease.served_id,
-        "textMessage": {"text": lease.body},
+        **content_of(lease.body, lease.data_port),
         "phoneNumbers": [lease.phone],
         "withDeliveryReport": True,
-        "isEncrypted": False,
+        "isEncrypted": lease.encrypted,
         "priority": EXPEDITED if lease.urgent else 0,
         "validUntil": date(lease.valid_until),
         "createdAt": date(lease.created_at),

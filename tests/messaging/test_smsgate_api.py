@@ -535,3 +535,105 @@ def test_bad_validity_is_refused(live_server, owner, extra, problem):
     status, answer, _ = _raw(live_server, "POST", "/messages", body, auth=basic)
     assert status == 400 and problem in answer["message"]
     assert not Message.objects.exists()
+
+
+class _AppPhone:
+    """An SMSGate app phone over its own protocol (/api/mobile/v1) on the running server."""
+
+    def __init__(self, live_server: Any, email: str) -> None:
+        self.base = f"{live_server.url}/api/mobile/v1"
+        basic = base64.b64encode(f"{email}:{PASSWORD}".encode()).decode()
+        answer = requests.post(
+            f"{self.base}/device",
+            json={"name": "Pixel 8", "simCards": [{"slotIndex": 0, "simNumber": 1}]},
+            headers={"Authorization": f"Basic {basic}"},
+            timeout=10,
+        )
+        assert answer.status_code == 201, answer.text
+        self.id, token = answer.json()["id"], answer.json()["token"]
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def fetch(self) -> list[dict[str, Any]]:
+        answer = requests.get(f"{self.base}/message", headers=self.headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def report(self, item: dict[str, Any], state: str) -> None:
+        recipients = [{"phoneNumber": n, "state": state} for n in item["phoneNumbers"]]
+        answer = requests.patch(
+            f"{self.base}/message",
+            json=[{"id": item["id"], "state": state, "recipients": recipients}],
+            headers=self.headers,
+            timeout=10,
+        )
+        assert answer.status_code == 204, answer.text
+
+
+def test_encrypted_and_data_sms_pass_through_an_smsgate_app_phone(live_server, owner):
+    from android_sms_gateway.encryption import Encryptor
+
+    user, ours = owner
+    app = _AppPhone(live_server, user.email)
+    secret = Encryptor("shared between the client and the phone", iterations=1000)
+    with sdk.APIClient(
+        user.email, PASSWORD, base_url=_base(live_server), encryptor=secret
+    ) as client:
+        sent = client.send(
+            domain.Message(
+                phone_numbers=["+4915752982212"], text_message=domain.TextMessage("a secret")
+            )
+        )
+        # Sent to the SMSGate app phone (ours, of our own protocol, cannot decrypt).
+        assert sent.device_id == app.id and sent.is_encrypted is False  # the SDK decrypted it
+        assert [r.phone_number for r in sent.recipients] == ["+4915752982212"]
+        row = Message.objects.get(external_id=sent.id)
+        assert row.encrypted and row.body.startswith("$aes-256-cbc/pbkdf2-sha1$i=1000$")
+        assert row.phone.startswith("$aes-256-cbc/") and "a secret" not in row.body
+
+        (item,) = app.fetch()
+        assert item["isEncrypted"] is True
+        assert item["textMessage"] == {"text": row.body} and item["phoneNumbers"] == [row.phone]
+        assert secret.decrypt(item["textMessage"]["text"]) == "a secret"
+        app.report(item, "Sent")
+        app.report(item, "Delivered")
+        state = client.get_state(sent.id)
+        assert state.state == ProcessState.Delivered
+        assert [r.phone_number for r in state.recipients] == ["+4915752982212"]
+
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        with pytest.raises(ValueError, match="encryptor is not set"):
+            client.get_state(sent.id)  # the SDK's own check: the state says isEncrypted
+        data = client.send(
+            domain.Message(
+                phone_numbers=["+4915752982212"],
+                data_message=domain.DataMessage.with_bytes(b"\x01\x02wake", 53739),
+            )
+        )
+        assert data.device_id == app.id
+        (item,) = app.fetch()
+        assert item["dataMessage"] == {
+            "data": base64.b64encode(b"\x01\x02wake").decode(),
+            "port": 53739,
+        }
+        assert "textMessage" not in item and item["isEncrypted"] is False
+        app.report(item, "Sent")
+        assert client.get_state(data.id).state == ProcessState.Sent
+
+        # Our own protocol's phone sends plain text only.
+        basic = "Basic " + base64.b64encode(f"{user.email}:{PASSWORD}".encode()).decode()
+        for body, problem in (
+            ({"dataMessage": {"data": "AQID", "port": 9}, "deviceId": str(ours.pk)}, "SMSGate app"),
+            ({"dataMessage": {"data": "not base64!", "port": 9}}, "base64"),
+            ({"dataMessage": {"data": base64.b64encode(b"x" * 134).decode(), "port": 9}}, "1 to 133 bytes"),
+            ({"dataMessage": {"data": "AQID", "port": 0}}, "port must be an integer"),
+            ({"textMessage": {"text": "$x"}, "isEncrypted": True, "deviceId": str(ours.pk)}, "SMSGate app"),
+        ):  # fmt: skip
+            status, answer, _ = _raw(
+                live_server,
+                "POST",
+                "/messages",
+                {"phoneNumbers": ["+4915752982212"], **body},
+                basic,
+            )
+            assert status == 400 and problem in answer["message"], answer
+    assert ours.messages.count() == 0

@@ -199,14 +199,19 @@ def _device_id(value: object, key: str = "deviceId") -> int:
     return int(value)
 
 
-def _recipients(data: dict[str, Any], skip_validation: bool) -> list[str]:
+def _recipients(data: dict[str, Any], skip_validation: bool, encrypted: bool) -> list[str]:
+    """The recipients, normalized unless ``skip_validation`` (kept as given when they are not
+    numbers) or ``encrypted`` (ciphertext, stored as it came)."""
     numbers = data.get("phoneNumbers")
     if not isinstance(numbers, list) or not 1 <= len(numbers) <= MAX_RECIPIENTS:
         raise Refused(400, f"phoneNumbers must be a list of 1 to {MAX_RECIPIENTS} numbers")
     found: list[str] = []
     for row, number in enumerate(numbers, start=1):
-        if not isinstance(number, str) or not 1 <= len(number) <= 128:
+        if not isinstance(number, str) or not 1 <= len(number.strip()) <= 128:
             raise Refused(400, f"failed to use phone in row {row}: not a phone number")
+        if encrypted:
+            found.append(inputs.check_text(number.strip(), "phoneNumbers"))
+            continue
         try:
             found.append(normalize_phone(number))
         except InvalidPhone as exc:
@@ -221,14 +226,22 @@ def _recipients(data: dict[str, Any], skip_validation: bool) -> list[str]:
     return found
 
 
-def _content(data: dict[str, Any]) -> str:
+def _content(data: dict[str, Any]) -> tuple[str, int | None]:
+    """The message's text, or a data SMS's base64 payload and its port."""
     given = [key for key in ("message", "textMessage", "dataMessage") if data.get(key) is not None]
     if data.get("mmsMessage") is not None and not given:
         raise Refused(400, "MMS are not supported by this server")
     if len(given) != 1:
         raise Refused(400, "exactly one of textMessage, dataMessage or message is required")
     if given[0] == "dataMessage":
-        raise Refused(400, "data SMS (dataMessage) are not supported by this server yet")
+        content = data["dataMessage"]
+        if not isinstance(content, dict):
+            raise Refused(400, "dataMessage must be an object with its data and port")
+        payload = _text(content, "data", MAX_TEXT)
+        port = _int(content, "port", 1, 65_535)
+        if not payload or len(payload) < 4 or port is None:
+            raise Refused(400, "dataMessage needs data (base64) and a port from 1 to 65535")
+        return payload, port
     if given[0] == "message":
         text = _text(data, "message", MAX_TEXT)
     else:
@@ -238,7 +251,7 @@ def _content(data: dict[str, Any]) -> str:
         text = _text(content, "text", MAX_TEXT)
     if not text:
         raise Refused(400, "the message text is empty")
-    return text
+    return text, None
 
 
 MAX_TTL = 366 * 24 * 3600
@@ -258,18 +271,25 @@ def _validity(data: dict[str, Any], now: datetime) -> datetime | None:
     return None if ttl is None else now + timedelta(seconds=ttl)
 
 
-def _sender(account: Account, data: dict[str, Any], active_within: int) -> int | None:
+def _sender(
+    account: Account, data: dict[str, Any], active_within: int, app_only: bool
+) -> int | None:
     """The device (or pool) asked for; else the account's default pool; else the phone
-    heard from last (within ``active_within`` hours when given); None: no device at all."""
+    heard from last (within ``active_within`` hours when given; an SMSGate app phone when
+    ``app_only``: data and encrypted SMS); None: the default pool."""
     if data.get("deviceId") not in (None, ""):
         return _device_id(data["deviceId"])
-    if pools.default_pool(account) is not None:
+    if not app_only and pools.default_pool(account) is not None:
         return None
     phones = Device.objects.for_account(account).filter(enabled=True)
+    if app_only:
+        phones = phones.filter(protocol=Device.Protocol.SMSGATE)
     if active_within:
         phones = phones.filter(last_seen_at__gte=timezone.now() - timedelta(hours=active_within))
     phone = phones.order_by(F("last_seen_at").desc(nulls_last=True), "-id").first()
     if phone is None:
+        if app_only:
+            raise Refused(400, "data and encrypted SMS need an SMSGate app phone: pair one first")
         raise Refused(400, "no device to send from: register a phone first")
     return phone.pk
 
@@ -297,10 +317,9 @@ def send(request: HttpRequest, account: Account) -> HttpResponse:
     within = request.GET.get("deviceActiveWithin", "0")
     if not within.isascii() or not within.isdigit() or int(within) > 100_000:
         raise Refused(400, "deviceActiveWithin must be a number of hours")
-    text = _content(data)
-    if _bool(data, "isEncrypted"):
-        raise Refused(400, "encrypted messages are not supported by this server yet")
-    numbers = _recipients(data, skip)
+    text, port = _content(data)
+    encrypted = bool(_bool(data, "isEncrypted"))
+    numbers = _recipients(data, skip, encrypted)
     key = _text(data, "id", 36) or wire.new_id()
     sim = _int(data, "simNumber", 1, 3)
     priority = _int(data, "priority", -128, 127) or 0
@@ -314,7 +333,7 @@ def send(request: HttpRequest, account: Account) -> HttpResponse:
     until = _validity(data, now)
     if until is not None and send_at is not None and send_at > until:
         raise Refused(400, "scheduleAt must not be after validUntil")
-    device_id = _sender(account, data, int(within))
+    device_id = _sender(account, data, int(within), port is not None or encrypted)
     if _outgoing(account).filter(external_id=key).exists():
         raise Refused(409, "message with the same ID already exists")
     requests = [
@@ -327,6 +346,9 @@ def send(request: HttpRequest, account: Account) -> HttpResponse:
             priority >= wire.EXPEDITED,
             external_id=key,
             valid_until=until,
+            data_port=port,
+            encrypted=encrypted,
+            keep_phone=skip,
         )
         for number in numbers
     ]

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from devices.mobile.wire import content_of
 from messaging.models import FAILED, Status
 
 PENDING, PROCESSED, SENT, DELIVERED = "Pending", "Processed", "Sent", "Delivered"
@@ -47,6 +48,8 @@ COLUMNS = (
     "status_changed_at",
     "sent_at",
     "delivered_at",
+    "data_port",
+    "encrypted",
 )
 _ID_ALPHABET = string.ascii_letters + string.digits + "_-"
 EXPEDITED = 100
@@ -128,13 +131,13 @@ def state_object(rows: Sequence[dict[str, Any]], *, content: bool) -> dict[str, 
         "deviceId": str(first["device_id"]) if first["device_id"] is not None else "",
         "state": message_state(states),
         "isHashed": False,
-        "isEncrypted": False,
+        "isEncrypted": first["encrypted"],
         "recipients": recipients,
         "states": {state: date(when) for state, when in reached.items()},
         "createdAt": date(reached[PENDING]),
     }
     if content:
-        answer["textMessage"] = {"text": first["body"]}
+        answer.update(content_of(first["body"], first["data_port"]))
     return answer
 
 
