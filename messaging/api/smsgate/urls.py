@@ -46,6 +46,7 @@ urlpatterns = [
     re_path(r"^auth/token/?$", token, name="smsgate-token"),
     re_path(r"^auth/token/refresh/?$", refresh, name="smsgate-token-refresh"),
     re_path(r"^auth/token/(?P<jti>[^/]{1,64})/?$", revoke, name="smsgate-token-revoke"),
+    re_path(r"^openapi\.json$", views.openapi_view, name="smsgate-openapi"),
     re_path(r"^health/?$", views.health_view),
     re_path(r"^health/(?P<probe>live|ready|startup)/?$", views.health_view),
     re_path(r"^(?P<rest>.*)$", views.not_found),

@@ -35,7 +35,7 @@ from gateway.models import Account
 from gateway.phones import InvalidPhone, normalize_phone
 from messaging import services as messaging
 from messaging import webhooks
-from messaging.api.smsgate import wire
+from messaging.api.smsgate import openapi, wire
 from messaging.models import Message, MessageStatusChange, Status, WebhookEndpoint
 
 MAX_BODY_BYTES = 256 * 1024
@@ -140,6 +140,7 @@ def api(**methods: tuple[Handler, str]) -> Handler:
         except inputs.InvalidInput as exc:
             return _error(400, str(exc))
 
+    view.scopes = {method: scope for method, (_, scope) in methods.items()}  # type: ignore[attr-defined]
     return view
 
 
@@ -696,6 +697,16 @@ def health_view(request: HttpRequest, probe: str = "ready") -> HttpResponse:
     }
     status = "pass" if ready else "fail"
     return _json({"status": status, "checks": checks}, 200 if ready else 503)
+
+
+@csrf_exempt
+def openapi_view(request: HttpRequest) -> HttpResponse:
+    """This API's OpenAPI document (no authentication: it says nothing of an account)."""
+    if request.method != "GET":
+        response = _error(405, "use GET")
+        response["Allow"] = "GET"
+        return response
+    return _json(openapi.document())
 
 
 @csrf_exempt
