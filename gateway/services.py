@@ -361,13 +361,49 @@ class FailureLimiter:
         self.release()
 
 
+# Logins that just succeeded, remembered in this process for a short while under a keyed
+# digest of the credentials (never the password itself), so that a client presenting its
+# password on every request (HTTP Basic: SMSGate's SDKs) does not pay the deliberately slow
+# password hash each time. A remembered login holds only while the user is active and its
+# stored password hash is the one it was checked against: a password change ends it.
+REMEMBER_SECONDS = 300
+REMEMBER_MOST = 10_000
+_remembered: dict[str, tuple[float, int, str]] = {}  # digest -> (until, user id, hash)
+
+
+def _remembered_user(digest: str) -> User | None:
+    entry = _remembered.get(digest)
+    if entry is None:
+        return None
+    until, user_id, stored = entry
+    user = User.objects.select_related("account").filter(pk=user_id, is_active=True).first()
+    if until < time.monotonic() or user is None or user.password != stored:
+        _remembered.pop(digest, None)
+        return None
+    return user
+
+
+def _remember(digest: str, user: User) -> None:
+    if len(_remembered) >= REMEMBER_MOST:
+        _remembered.clear()
+    _remembered[digest] = (time.monotonic() + REMEMBER_SECONDS, user.pk, user.password)
+
+
 def login_with_limits(email: str, password: str, client_ip: str) -> User | None:
     """check_password_login, refused (TooManyFailures) while the account or the client
     address has failed too often. Every way to present a password (the admin, gettoken,
     smstosend, device pairing) comes here, so they share one count. The attempt is counted
     before the password is checked; refused attempts run no password hash and count
-    nothing. A successful login clears the account's count."""
-    limiter = FailureLimiter("login", "email:" + email.strip().lower(), "ip:" + client_ip)
+    nothing. A successful login clears the account's count. The same login presented again
+    within REMEMBER_SECONDS is accepted without the hash, unless a limit is reached."""
+    subject = email.strip().lower()
+    limiter = FailureLimiter("login", "email:" + subject, "ip:" + client_ip)
+    digest = salted_hmac("gateway.login.remembered", f"{subject}\0{password}").hexdigest()
+    if digest in _remembered:
+        limiter.check()  # a blocked account or address stays blocked
+        remembered = _remembered_user(digest)
+        if remembered is not None:
+            return remembered
     limiter.reserve()
     try:
         user = check_password_login(email, password)
@@ -377,4 +413,5 @@ def login_with_limits(email: str, password: str, client_ip: str) -> User | None:
     if user is None:
         return None  # the reserved count stays: this was a failure
     limiter.clear_first()
+    _remember(digest, user)
     return user

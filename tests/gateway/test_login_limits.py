@@ -459,3 +459,45 @@ def test_an_argon2_hash_with_other_parameters_is_rehashed_at_login(real_hasher, 
     assert gettoken("old@example.com", PASSWORD)["error"] == 0
     user.refresh_from_db()
     assert user.password.startswith("argon2$argon2id$v=19$m=32768,t=3,p=1$")
+
+
+@pytest.mark.django_db
+def test_a_login_presented_again_is_accepted_without_the_hash_while_it_holds(
+    make_user, monkeypatch
+):
+    user = make_user("basic@example.com", PASSWORD)
+    checks: list[str] = []
+    real = services.check_password_login
+
+    def counted(email: str, password: str) -> Any:
+        checks.append(password)
+        return real(email, password)
+
+    monkeypatch.setattr(services, "check_password_login", counted)
+    for _ in range(3):
+        assert services.login_with_limits("Basic@example.com", PASSWORD, "10.9.0.1") == user
+    assert len(checks) == 1  # then remembered
+    assert services.login_with_limits("basic@example.com", "wrong", "10.9.0.1") is None
+    assert len(checks) == 2  # a wrong password is always checked, and never remembered
+
+    # A password change ends it at once: the old password is checked again, and fails.
+    user.set_password("a brand new passphrase")
+    user.save()
+    assert services.login_with_limits("basic@example.com", PASSWORD, "10.9.0.1") is None
+    assert len(checks) == 3
+    assert services.login_with_limits("basic@example.com", "a brand new passphrase", "10.9.0.1")
+    # So does deactivating the user.
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    assert (
+        services.login_with_limits("basic@example.com", "a brand new passphrase", "10.9.0.1")
+        is None
+    )
+
+    # And a blocked address stays blocked for a remembered login too.
+    other = make_user("other-basic@example.com", PASSWORD)
+    assert services.login_with_limits("other-basic@example.com", PASSWORD, "10.9.0.2") == other
+    for i in range(LIMIT):
+        with contextlib.suppress(services.TooManyFailures):
+            services.login_with_limits(f"nobody{i}@example.com", "x", "10.9.0.2")
+    with pytest.raises(services.TooManyFailures):
+        services.login_with_limits("other-basic@example.com", PASSWORD, "10.9.0.2")
