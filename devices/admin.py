@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from devices import pools, queries, services
-from devices.models import Device, PairingCode, Pool, PoolMember, SimSlot
+from devices.models import Device, PairingCode, PhoneSettings, Pool, PoolMember, SimSlot
 from gateway.admin_base import AccountScopedAdmin, ScopedInline, account_of, sim_label
 from gateway.clients import public_url
 from gateway.models import Account
@@ -302,6 +302,45 @@ class PairingCodeAdmin(AccountScopedAdmin):
             context["how"] = services.pairing_instructions(pairing, code, server)
             context["app"] = services.app_instructions(account, server)  # type: ignore[arg-type]
         return TemplateResponse(request, "admin/devices/pairingcode/created.html", context)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(PhoneSettings)
+class PhoneSettingsAdmin(AccountScopedAdmin):
+    """The settings an integration set through SMSGate's API (``PATCH``/``PUT /settings``),
+    read-only here: what the server enforces shows on each device and SIM, which stay
+    editable (docs/smsgate-api.md, "Settings")."""
+
+    list_display = ("account", "sections", "has_signing_key", "updated_at")
+    fields = ("account", "shown", "has_signing_key", "updated_at")
+    readonly_fields = fields
+
+    @admin.display(description="Sections")
+    def sections(self, obj: PhoneSettings) -> str:
+        return ", ".join(sorted(obj.values)) or "-"
+
+    @admin.display(description="Settings")
+    def shown(self, obj: PhoneSettings) -> str:
+        return (
+            format_html_join(
+                "\n",
+                "<div><strong>{}</strong>: {}</div>",
+                (
+                    (section, ", ".join(f"{key} = {value}" for key, value in sorted(keys.items())))
+                    for section, keys in sorted(obj.values.items())
+                ),
+            )
+            or "-"
+        )
+
+    @admin.display(description="Webhook signing key set", boolean=True)
+    def has_signing_key(self, obj: PhoneSettings) -> bool:
+        return bool(obj.signing_key)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -11,8 +11,9 @@ from django.urls import reverse
 
 from contacts import services as contacts
 from contacts.models import Contact, ContactEvent, Newsletter, Tag
+from devices import phone_settings
 from devices import services as devices
-from devices.models import Device, PairingCode
+from devices.models import Device, PairingCode, PhoneSettings
 from gateway import services as accounts
 from gateway.models import Account, ApiToken, User
 from messaging import services as messaging
@@ -47,7 +48,9 @@ def _populate(account: Account, label: str) -> dict[type, Any]:
         endpoint=endpoint, kind="sms.status", body='{"x":1}'
     )
     token, _ = accounts.create_api_token(account, f"{label}-token")
+    phone_settings.write(account, {"ping": {"interval_seconds": 61}}, replace=False)
     return {
+        PhoneSettings: PhoneSettings.objects.get(account=account),
         Account: account,
         User: user,
         Device: device,

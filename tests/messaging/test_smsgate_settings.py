@@ -226,3 +226,14 @@ def test_a_write_tells_the_app_phones_to_fetch_their_settings(
     with django_capture_on_commit_callbacks(execute=True):
         call(client, "PATCH", {"ping": {"interval_seconds": 120}})
     assert ([int(app.id)], wake.SETTINGS) in told
+
+
+def test_the_admin_shows_the_settings_read_only(client, owner, admin_client):
+    call(client, "PATCH", {"ping": {"interval_seconds": 45}, "webhooks": {"signing_key": "k-1"}})
+    stored = owner.account.phone_settings
+    page = admin_client.get(f"/admin/devices/phonesettings/{stored.pk}/change/")
+    text = page.content.decode()
+    assert page.status_code == 200 and "interval_seconds = 45" in text
+    assert "k-1" not in text  # the key is write-only everywhere
+    assert 'type="submit"' not in text or "Save" not in text
+    assert admin_client.get("/admin/devices/phonesettings/").status_code == 200
