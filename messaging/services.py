@@ -694,37 +694,25 @@ def expire_stale(*, limit: int = 5000) -> int:
     Bounded per run (a backlog drains over runs); idempotent. Returns how many moved.
     """
     now = timezone.now()
+    # Those past a validity of their own (SMSGate's ttl/validUntil), then those too old.
+    sweeps = [(Q(valid_until__lt=now), "valid_until", "not sent before its validity ended")]
+    if settings.MESSAGE_EXPIRY_HOURS:
+        hours = settings.MESSAGE_EXPIRY_HOURS
+        too_old = Q(send_at__lt=now - timedelta(hours=hours))
+        sweeps.append((too_old, "send_at", f"not taken by a phone within {hours} h"))
     moved = 0
-    # Those with a validity of their own (SMSGate's ttl/validUntil), then the rest.
-    past = list(
-        Message.objects.filter(status=Status.NEW, valid_until__lt=now)
-        .order_by("valid_until")
-        .values_list("id", flat=True)[:limit]
-    )
-    if past:
+    for where, order, detail in sweeps:
+        ids = list(
+            Message.objects.filter(where, status=Status.NEW)
+            .order_by(order)
+            .values_list("id", flat=True)[:limit]
+        )
         moved += len(
             lifecycle.move(
-                past,
-                Status.EXPIRED,
-                only_from=[Status.NEW],
-                detail="not sent before its validity ended",
-                source="expiry",
+                ids, Status.EXPIRED, only_from=[Status.NEW], detail=detail, source="expiry"
             ).moved
         )
-    if not settings.MESSAGE_EXPIRY_HOURS:
-        return moved
-    cutoff = now - timedelta(hours=settings.MESSAGE_EXPIRY_HOURS)
-    ids = list(
-        Message.objects.filter(status=Status.NEW, send_at__lt=cutoff)
-        .order_by("send_at")
-        .values_list("id", flat=True)[:limit]
-    )
-    detail = f"not taken by a phone within {settings.MESSAGE_EXPIRY_HOURS} h"
-    return moved + len(
-        lifecycle.move(
-            ids, Status.EXPIRED, only_from=[Status.NEW], detail=detail, source="expiry"
-        ).moved
-    )
+    return moved
 
 
 def prune_history(*, limit: int = 10_000) -> int:
