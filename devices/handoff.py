@@ -56,6 +56,7 @@ class Lease:
     # A data SMS to this port (body: base64), and end-to-end encrypted content.
     data_port: int | None = None
     encrypted: bool = False
+    delivery_report: bool = True
 
     @property
     def served_id(self) -> str:
@@ -93,6 +94,7 @@ def _lease_of(row: dict[str, Any]) -> Lease:
         until=row["valid_until"],
         data_port=row["data_port"],
         encrypted=row["encrypted"],
+        delivery_report=row["delivery_report"],
     )
 
 
@@ -111,6 +113,7 @@ _LEASE_FIELDS = (
     "valid_until",
     "data_port",
     "encrypted",
+    "delivery_report",
 )
 
 # A phone protocol whose phone starts sending without confirming first (the SMSGate app:

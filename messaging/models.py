@@ -179,6 +179,9 @@ class Message(models.Model):
     # encrypted end to end by the client (passed to the phone untouched): SMSGate's API.
     data_port = models.PositiveIntegerField(null=True, blank=True)
     encrypted = models.BooleanField(default=False, db_default=False)
+    # Whether the phone asks the network for a delivery report (SMSGate's
+    # withDeliveryReport); without one the message ends Sent.
+    delivery_report = models.BooleanField(default=True, db_default=True)
     status = models.PositiveSmallIntegerField(choices=Status.choices, default=Status.NEW)
     send_at = models.DateTimeField(default=timezone.now, help_text="Not handed out before.")
     # Not handed out after (SMSGate's ttl/validUntil), and EXPIRED once past while waiting;

@@ -86,6 +86,7 @@ class OutgoingSms:
     data_port: int | None = None
     encrypted: bool = False
     keep_phone: bool = False
+    delivery_report: bool = True
 
     @property
     def needs_app(self) -> bool:
@@ -131,6 +132,7 @@ _MESSAGE_COLUMNS = (
     "valid_until",
     "data_port",
     "encrypted",
+    "delivery_report",
 )
 
 
@@ -155,6 +157,7 @@ def _row(
     valid_until: datetime | None = None,
     data_port: int | None = None,
     encrypted: bool = False,
+    delivery_report: bool = True,
 ) -> tuple[Any, ...]:
     """One new message as a row of _MESSAGE_COLUMNS."""
     return (
@@ -180,6 +183,7 @@ def _row(
         valid_until,
         data_port,
         encrypted,
+        delivery_report,
     )
 
 
@@ -338,6 +342,7 @@ def prepare(account: Account, requests: Sequence[OutgoingSms]) -> PreparedBatch:
                         valid_until=request.valid_until,
                         data_port=request.data_port,
                         encrypted=request.encrypted,
+                        delivery_report=request.delivery_report,
                     )
                 )
         except InvalidMessage as exc:

@@ -109,7 +109,7 @@ def element(lease: Lease, *, state: str, sim_known: bool, now: datetime) -> dict
         "id": lease.served_id,
         **content_of(lease.body, lease.data_port),
         "phoneNumbers": [lease.phone],
-        "withDeliveryReport": True,
+        "withDeliveryReport": lease.delivery_report,
         "isEncrypted": lease.encrypted,
         "priority": EXPEDITED if lease.urgent else 0,
         "validUntil": date(lease.valid_until),

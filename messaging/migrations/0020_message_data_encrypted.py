@@ -20,6 +20,11 @@ class Migration(migrations.Migration):
             name='encrypted',
             field=models.BooleanField(db_default=False, default=False),
         ),
+        migrations.AddField(
+            model_name='message',
+            name='delivery_report',
+            field=models.BooleanField(db_default=True, default=True),
+        ),
         migrations.AlterField(
             model_name='message',
             name='phone',

@@ -750,3 +750,28 @@ def test_the_sync_clients_attachment_download_gets_a_clear_404(live_server, owne
         with pytest.raises(sdk.errors.NotFoundError) as missing:
             client.download_attachment(incoming.id, 0)
     assert missing.value.response == {"message": "not found"}
+
+
+def test_without_a_delivery_report_the_app_phone_is_told_so(live_server, owner):
+    user, _ = owner
+    app = _AppPhone(live_server, user.email)
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        quiet = client.send(
+            domain.Message(
+                phone_numbers=["+4915752982212"],
+                text_message=domain.TextMessage("no report"),
+                with_delivery_report=False,
+                device_id=app.id,
+            )
+        )
+        usual = client.send(
+            domain.Message(
+                phone_numbers=["+4915752982212"],
+                text_message=domain.TextMessage("report"),
+                device_id=app.id,
+            )
+        )
+    served = {item["textMessage"]["text"]: item["withDeliveryReport"] for item in app.fetch()}
+    assert served == {"no report": False, "report": True}
+    assert not Message.objects.get(external_id=quiet.id).delivery_report
+    assert Message.objects.get(external_id=usual.id).delivery_report

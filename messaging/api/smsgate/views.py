@@ -324,7 +324,7 @@ def send(request: HttpRequest, account: Account) -> HttpResponse:
     key = _text(data, "id", 36) or wire.new_id()
     sim = _int(data, "simNumber", 1, 3)
     priority = _int(data, "priority", -128, 127) or 0
-    _bool(data, "withDeliveryReport")  # delivery is always tracked
+    report = _bool(data, "withDeliveryReport") is not False
     now = timezone.now()
     send_at = None
     if data.get("scheduleAt") is not None:
@@ -350,6 +350,7 @@ def send(request: HttpRequest, account: Account) -> HttpResponse:
             data_port=port,
             encrypted=encrypted,
             keep_phone=skip,
+            delivery_report=report,
         )
         for number in numbers
     ]
