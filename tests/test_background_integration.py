@@ -68,6 +68,21 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
+@pytest.fixture(autouse=True)
+def _purge_stale_messages() -> None:
+    """Each test starts with empty queues: the tasks earlier tests queued through the app,
+    with no worker running, would otherwise be worked through first, oldest first, and
+    beat's sweeps queued behind them would expire (a run is dropped once two more are due)
+    before the worker got there."""
+    from kombu import Queue
+
+    from gateway.celery import app
+
+    with app.connection_for_write() as connection:
+        for name in ("celery", "webhooks"):
+            Queue(name, channel=connection.default_channel).purge()
+
+
 class Worker:
     """`celery worker -B` on both queues, in its own process group."""
 
