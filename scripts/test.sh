@@ -38,6 +38,8 @@ ruff check .
 ruff format --check .
 echo "== mypy"
 mypy .
+echo "== kubernetes (checkov on the rendered overlays)"
+scripts/lint-kubernetes.sh
 echo "== migrations"
 check_dir=$(mktemp -d)
 GATEWAY_VAR_DIR="$check_dir" python manage.py makemigrations --check --dry-run

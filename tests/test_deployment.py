@@ -186,3 +186,16 @@ def test_compose_keeps_each_containers_metrics_samples_apart_and_fresh():
     for name in ("worker", "webhooks"):
         assert services[name]["environment"]["METRICS_WORKER_PORT"] == 9808
         assert "ports" not in services[name]  # unauthenticated: never on the host
+
+
+def test_compose_scales_web_and_workers_without_clashes():
+    """`docker compose up --scale web=3 --scale worker=2 ...`: no fixed host port or container
+    name on a service that scales (only the HTTPS front publishes ports), and beat stays one
+    service of its own, so scaling the workers never adds a second beat."""
+    services = _compose()["services"]
+    for name in ("web", "streams", "worker", "webhooks"):
+        assert "ports" not in services[name], name
+        assert "container_name" not in services[name], name
+        assert "beat" not in " ".join(_command_words(services[name]["command"])), name
+        assert "-B" not in _command_words(services[name]["command"]), name
+    assert "deploy" not in services["beat"] or services["beat"]["deploy"].get("replicas", 1) == 1
