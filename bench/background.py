@@ -232,7 +232,7 @@ def sweeps_section() -> None:
             "newsletter sweep (due + finish)",
             lambda: len(contacts.due_newsletters()) + contacts.finish_newsletters(),
         ),
-        ("webhook sweep (due_events)", lambda: len(webhooks.due_events())),
+        ("webhook sweep (take_due_events)", lambda: len(webhooks.take_due_events()[0])),
     ]
     started = time.perf_counter()
     naive_found = naive_reaper()

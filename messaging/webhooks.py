@@ -717,16 +717,20 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=base * random.uniform(0.9, 1.1))
 
 
-def deliver(event_pk: int) -> str:
-    """Try to deliver one due event; record the attempt. Safe to run twice at once.
+def deliver(event_pk: int, ticket: datetime | None = None) -> str:
+    """Try to deliver one due event (or one a sweep took with ``ticket``); record the
+    attempt. Safe to run twice at once.
 
     Claims the event first (compare-and-set on its due time), so a task and a sweep never
     send it together; the HTTP request runs outside any transaction. Returns the outcome:
     "delivered", "retry", "failed" or "skipped" (not due, or already done).
     """
     now = timezone.now()
+    due = Q(next_attempt_at__lte=now)
+    if ticket is not None:
+        due |= Q(next_attempt_at=ticket)
     claimed = WebhookEvent.objects.filter(
-        pk=event_pk, state=WebhookEvent.State.PENDING, next_attempt_at__lte=now
+        due, pk=event_pk, state=WebhookEvent.State.PENDING
     ).update(next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS))
     if not claimed:
         return "skipped"
@@ -790,15 +794,23 @@ def deliver(event_pk: int) -> str:
     return outcome
 
 
-def due_events(limit: int = 500) -> list[int]:
-    """Pending events whose time has come (retries, and events whose task was lost)."""
-    return list(
-        WebhookEvent.objects.filter(
-            state=WebhookEvent.State.PENDING, next_attempt_at__lte=timezone.now()
+def take_due_events(limit: int = 500) -> tuple[list[int], datetime]:
+    """Pending events whose time has come (retries, and events whose task was lost), taken
+    for one sweep: each is moved CLAIM_SECONDS ahead, and that time is the ticket its task
+    delivers it with. So another sweep (a second beat, the next run) does not queue it again
+    while the first task waits in the queue; a lost task lets it fall due again later.
+    Returns the ids and the ticket."""
+    now = timezone.now()
+    ticket = now + timedelta(seconds=CLAIM_SECONDS)
+    with transaction.atomic():
+        ids = list(
+            WebhookEvent.objects.select_for_update(skip_locked=True)
+            .filter(state=WebhookEvent.State.PENDING, next_attempt_at__lte=now)
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[:limit]
         )
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+        WebhookEvent.objects.filter(pk__in=ids).update(next_attempt_at=ticket)
+    return ids, ticket
 
 
 def redeliver(account: Account, event_pk: int) -> None:

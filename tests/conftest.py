@@ -155,3 +155,17 @@ def paired(make_account, make_device):
         return paired_device, token
 
     return make
+
+
+def purge_task_queues() -> None:
+    """Empty the broker's task queues (the filesystem folder embedded, Redis otherwise) of
+    what earlier tests queued through the app with no worker running: a test's fresh worker
+    would work through all of it first, oldest first, and beat's sweeps queued behind would
+    expire (a run is dropped once two more are due) before it got there."""
+    from kombu import Queue
+
+    from gateway.celery import app
+
+    with app.connection_for_write() as connection:
+        for name in ("celery", "webhooks"):
+            Queue(name, channel=connection.default_channel).purge()

@@ -37,6 +37,7 @@ from messaging import services as messaging
 from messaging import webhooks
 from messaging.models import Message, WebhookEvent
 from messaging.tasks import sweep_webhooks
+from tests.conftest import purge_task_queues
 from tests.messaging.test_webhooks import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,18 +70,8 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @pytest.fixture(autouse=True)
-def _purge_stale_messages() -> None:
-    """Each test starts with empty queues: the tasks earlier tests queued through the app,
-    with no worker running, would otherwise be worked through first, oldest first, and
-    beat's sweeps queued behind them would expire (a run is dropped once two more are due)
-    before the worker got there."""
-    from kombu import Queue
-
-    from gateway.celery import app
-
-    with app.connection_for_write() as connection:
-        for name in ("celery", "webhooks"):
-            Queue(name, channel=connection.default_channel).purge()
+def _empty_task_queues() -> None:
+    purge_task_queues()
 
 
 class Worker:

@@ -389,8 +389,9 @@ def test_webhooks_arrive_in_smsgates_envelope_with_its_signature(live_server, ow
         )
         _deliver(phone)
         handoff.receive(phone, [messaging.IncomingSms("in-9", "+4915752982299", "Thanks")])
-        for event_pk in webhooks.due_events():
-            assert webhooks.deliver(event_pk) == "delivered"
+        taken, ticket = webhooks.take_due_events()
+        for event_pk in taken:
+            assert webhooks.deliver(event_pk, ticket) == "delivered"
         # Each webhook signs with its own secret (shown in the admin and /api/v1/webhooks).
         secrets = dict(WebhookEndpoint.objects.values_list("client_id", "secret"))
         client.delete_webhook(hooks[Event.SMS_RECEIVED].id)

@@ -145,12 +145,38 @@ def test_a_failing_receiver_gets_retries_with_backoff_then_the_event_once(device
     )
     assert timedelta(seconds=25) < event.next_attempt_at - timezone.now() < timedelta(seconds=35)
     assert webhooks.deliver(event.pk) == "skipped"  # not due yet
-    assert webhooks.due_events() == []
+    assert webhooks.take_due_events()[0] == []
     receiver.status = 200
     WebhookEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
-    assert webhooks.due_events() == [event.pk]
-    assert webhooks.deliver(event.pk) == "delivered"
+    taken, ticket = webhooks.take_due_events()
+    assert taken == [event.pk]
+    # Taken by one sweep: not due for another, nor for a task without the ticket.
+    assert webhooks.take_due_events()[0] == []
+    assert webhooks.deliver(event.pk) == "skipped"
+    assert webhooks.deliver(event.pk, ticket) == "delivered"
+    assert webhooks.deliver(event.pk, ticket) == "skipped"  # once
     assert len(receiver.received) == 2 and WebhookEvent.objects.get(pk=event.pk).attempts == 2
+
+
+def test_a_sweep_task_lost_with_its_ticket_lets_the_event_fall_due_again(device, receiver):
+    from messaging import tasks
+
+    webhooks.add_endpoint(device.account, "status", receiver.url)
+    _taken(device)
+    event = WebhookEvent.objects.get()
+    taken, lost = webhooks.take_due_events()  # its task never runs
+    assert taken == [event.pk]
+    # CLAIM_SECONDS later (the ticket's time passed): due again, for the next sweep.
+    WebhookEvent.objects.filter(pk=event.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)
+    )
+    taken, ticket = webhooks.take_due_events()
+    assert taken == [event.pk] and ticket != lost
+    assert webhooks.deliver(event.pk, lost) == "skipped"  # the lost task, were it to turn up
+    # The sweep task's own path: the ticket travels as text.
+    tasks.deliver_webhook(event.pk, ticket.isoformat())
+    assert WebhookEvent.objects.get(pk=event.pk).state == WebhookEvent.State.DELIVERED
+    assert len(receiver.received) == 1
 
 
 def test_an_event_is_failed_after_the_retry_window(device, receiver, settings):
