@@ -70,18 +70,16 @@ if ! { [ "$mode" = "require" ] || { [ "$mode" = "auto" ] && services_up; }; }; t
     echo "== tests on SQLite + filesystem broker (the embedded default)"
     sqlite_run "$@"
     echo "== PostgreSQL + Redis run skipped (servers not reachable; CI requires them)"
-elif [ "${GATEWAY_TEST_PARALLEL:-}" != "1" ]; then
+elif [ "${GATEWAY_TEST_PARALLEL:-1}" = "0" ]; then
     echo "== tests on SQLite + filesystem broker (the embedded default)"
     sqlite_run "$@"
     echo "== tests on PostgreSQL + Redis"
     postgres_run "$@"
 else
-    # GATEWAY_TEST_PARALLEL=1: the two runs share nothing (their own database, broker and
+    # The default: the two runs share nothing (their own database, broker and
     # var folder; ports are picked free) and mostly wait on real processes, so they can run
     # side by side (about half the time), the SQLite run's output printed when it is done.
-    # Not the default: on a 2-core machine one Celery integration test of the embedded run
-    # (tests/test_background_integration.py::test_a_receiver_that_was_down_gets_each_event_once)
-    # was seen to miss its 40 s window with both suites competing.
+    # GATEWAY_TEST_PARALLEL=0 runs them one after the other.
     mkdir -p var
     sqlite_log="$PWD/var/test-sqlite.log"
     echo "== tests on SQLite + filesystem broker (the embedded default), in the background"
