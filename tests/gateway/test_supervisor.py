@@ -62,7 +62,11 @@ def _start(tmp_path: Path, procfile: Path, stop_seconds: str = "20") -> subproce
 
 
 def _wait_for_line(process: subprocess.Popen[str], text: str, seen: list[str]) -> None:
+    """Until a line with ``text`` was printed: the programs print in any order, so it may
+    be among the lines read while waiting for another one."""
     assert process.stdout is not None
+    if any(text in line for line in seen):
+        return
     for line in process.stdout:
         seen.append(line)
         if text in line:
