@@ -488,6 +488,9 @@ if WEBHOOK_TIMEOUT_SECONDS > 25:
     raise ImproperlyConfigured(
         f"WEBHOOK_TIMEOUT_SECONDS must be at most 25, got {WEBHOOK_TIMEOUT_SECONDS}"
     )
+# Seconds an event being delivered, or queued by a sweep, is not due again (so it is never
+# sent twice at once); a delivery cut off with its worker is retried once they have passed.
+WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 60, minimum=WEBHOOK_TIMEOUT_SECONDS + 5)
 
 # Seconds a phone has to confirm messages it polled before they return to the queue, and
 # to report an outcome after a confirmed message's send time before it ends "unknown".

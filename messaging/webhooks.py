@@ -55,9 +55,6 @@ from messaging.models import (
 log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 3600
-# While a delivery runs, its event is not due again (a sweep must not send it twice). Above
-# the longest attempt (WEBHOOK_TIMEOUT_SECONDS is at most 25).
-CLAIM_SECONDS = 60
 USER_AGENT = "sms-gateway-webhooks/1"
 
 
@@ -731,7 +728,7 @@ def deliver(event_pk: int, ticket: datetime | None = None) -> str:
         due |= Q(next_attempt_at=ticket)
     claimed = WebhookEvent.objects.filter(
         due, pk=event_pk, state=WebhookEvent.State.PENDING
-    ).update(next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS))
+    ).update(next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS))
     if not claimed:
         return "skipped"
     event = WebhookEvent.objects.select_related("endpoint").get(pk=event_pk)
@@ -796,12 +793,12 @@ def deliver(event_pk: int, ticket: datetime | None = None) -> str:
 
 def take_due_events(limit: int = 500) -> tuple[list[int], datetime]:
     """Pending events whose time has come (retries, and events whose task was lost), taken
-    for one sweep: each is moved CLAIM_SECONDS ahead, and that time is the ticket its task
+    for one sweep: each is moved WEBHOOK_CLAIM_SECONDS ahead, and that time is the ticket its task
     delivers it with. So another sweep (a second beat, the next run) does not queue it again
     while the first task waits in the queue; a lost task lets it fall due again later.
     Returns the ids and the ticket."""
     now = timezone.now()
-    ticket = now + timedelta(seconds=CLAIM_SECONDS)
+    ticket = now + timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS)
     with transaction.atomic():
         ids = list(
             WebhookEvent.objects.select_for_update(skip_locked=True)

@@ -46,11 +46,11 @@ GATEWAY_VAR_DIR="$check_dir" python manage.py makemigrations --check --dry-run
 rm -rf "$check_dir"
 
 sqlite_run() {
-    GATEWAY_VAR_DIR="$PWD/var/test-sqlite" pytest "$@"
+    GATEWAY_VAR_DIR="$PWD/var/test-sqlite" pytest --durations=12 "$@"
 }
 postgres_run() {
     DATABASE_URL="$pg_url" REDIS_URL="$redis_url" GATEWAY_REQUIRE_SERVICES=1 \
-        GATEWAY_VAR_DIR="$PWD/var/test-postgres" pytest "$@"
+        GATEWAY_VAR_DIR="$PWD/var/test-postgres" pytest --durations=12 "$@"
 }
 
 services_up() {

@@ -50,12 +50,12 @@ from devices.models import Device
 from gateway import services as accounts
 from messaging import webhooks
 from messaging.models import Message, Status, WebhookEvent, served_pk
-from messaging.webhooks import CLAIM_SECONDS
 from tests.messaging.test_webhooks import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "replica-password-1"
 RATE = 40  # API_RATE_LIMIT per minute, in the test of the limits
+CLAIM_SECONDS = 10
 
 pytestmark = [
     pytest.mark.slow,
@@ -107,6 +107,8 @@ class Process:
             "GATEWAY_VAR_DIR": str(folder / "var"),
             "SWEEP_SECONDS": "2",
             "WEBHOOK_FIRST_RETRY_SECONDS": "1",
+            # A delivery cut off by a killed worker is retried this soon.
+            "WEBHOOK_CLAIM_SECONDS": str(CLAIM_SECONDS),
             "WEBHOOK_ALLOW_PRIVATE_TARGETS": "1",
             "API_RATE_LIMIT": rate or "100000/min",
             "ALLOWED_HOSTS": "127.0.0.1",

@@ -166,7 +166,7 @@ def test_a_sweep_task_lost_with_its_ticket_lets_the_event_fall_due_again(device,
     event = WebhookEvent.objects.get()
     taken, lost = webhooks.take_due_events()  # its task never runs
     assert taken == [event.pk]
-    # CLAIM_SECONDS later (the ticket's time passed): due again, for the next sweep.
+    # WEBHOOK_CLAIM_SECONDS later (the ticket's time passed): due again, for the next sweep.
     WebhookEvent.objects.filter(pk=event.pk).update(
         next_attempt_at=timezone.now() - timedelta(seconds=1)
     )
