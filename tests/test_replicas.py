@@ -26,7 +26,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -51,6 +50,7 @@ from gateway import services as accounts
 from messaging import webhooks
 from messaging.models import Message, Status, WebhookEvent, served_pk
 from tests.messaging.test_webhooks import Receiver
+from tests.test_background_integration import _database_url, _free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "replica-password-1"
@@ -65,29 +65,6 @@ pytestmark = [
         reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL)",
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
-    return f"postgres://{db['USER'] or 'postgres'}{password}@{host}:{port}/{db['NAME']}"
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 class Process:
