@@ -190,6 +190,9 @@ if DATABASE_URL:
     if _db["ENGINE"] == "django.db.backends.postgresql":
         _db["CONN_HEALTH_CHECKS"] = True
         _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+        # Behind a pooler in transaction mode (PgBouncer): a server-side cursor (a queryset's
+        # .iterator()) would outlive the transaction its server connection belongs to.
+        _db["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DB_TRANSACTION_POOLER", False)
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "gateway.sqlite3")}
 

@@ -142,3 +142,21 @@ def test_a_malformed_setting_is_one_line_naming_it(tmp_path, variable, value):
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"Configuration error: {variable} ") and repr(value) in line
+
+
+def test_behind_a_transaction_pooler_no_server_side_cursors(tmp_path):
+    show = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'gateway.settings'; "
+        "from django.conf import settings; "
+        "print(settings.DATABASES['default']['DISABLE_SERVER_SIDE_CURSORS'])"
+    )
+    url = "postgres://gw:pw@pgbouncer.internal:6432/gateway"
+    for value, expected in (("1", "True"), ("", "False")):
+        env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SECRET_KEY"}}
+        env.update(GATEWAY_VAR_DIR=str(tmp_path / "var"), DATABASE_URL=url)
+        env["DB_TRANSACTION_POOLER"] = value
+        result = subprocess.run(
+            [sys.executable, "-c", show], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected
