@@ -776,3 +776,29 @@ def test_without_a_delivery_report_the_app_phone_is_told_so(live_server, owner):
     assert served == {"no report": False, "report": True}
     assert not Message.objects.get(external_id=quiet.id).delivery_report
     assert Message.objects.get(external_id=usual.id).delivery_report
+
+
+def test_logs_also_tell_the_phones_problems_found_and_resolved(live_server, owner):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from messaging.models import Problem
+
+    user, phone = owner
+    now = timezone.now()
+    Problem.objects.create(
+        account=user.account, kind=Problem.Kind.DEVICE_SILENT, device=phone, sim=1,
+        detail="3 SMS waiting", opened_at=now - timedelta(hours=2), resolved_at=now,
+    )  # fmt: skip
+    with sdk.APIClient(user.email, PASSWORD, base_url=_base(live_server)) as client:
+        entries = client.get_logs()
+    assert [(e.priority.value, e.module, e.message) for e in entries] == [
+        ("INFO", "devices", "Resolved: Phone silent with SMS waiting"),
+        ("WARN", "devices", "Phone silent with SMS waiting: 3 SMS waiting"),
+    ]
+    assert entries[0].context == {
+        "problemId": Problem.objects.get().pk, "kind": "device_silent",
+        "deviceId": str(phone.pk), "simNumber": 2,
+    }  # fmt: skip
+    assert len({e.id for e in entries}) == 2

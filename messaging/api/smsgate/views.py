@@ -36,7 +36,7 @@ from gateway.phones import InvalidPhone, normalize_phone
 from messaging import services as messaging
 from messaging import webhooks
 from messaging.api.smsgate import openapi, wire
-from messaging.models import Message, MessageStatusChange, Status, WebhookEndpoint
+from messaging.models import Message, MessageStatusChange, Problem, Status, WebhookEndpoint
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_RECIPIENTS = 100
@@ -508,8 +508,9 @@ MAX_LOG_ENTRIES = 1000
 
 def logs(request: HttpRequest, account: Account) -> HttpResponse:
     """The server's own record of what happened to the account's SMS (each status change,
-    who made it and why) between ``from`` and ``to`` (default: the last 24 hours), newest
-    first, at most MAX_LOG_ENTRIES. SMSGate's own server answers 501 here."""
+    who made it and why) and to its phones, SIMs and webhooks (the fleet problems found and
+    resolved) between ``from`` and ``to`` (default: the last 24 hours), newest first, at
+    most MAX_LOG_ENTRIES. SMSGate's own server answers 501 here."""
     until = _time(request.GET["to"], "to") if request.GET.get("to") else timezone.now()
     since = (
         _time(request.GET["from"], "from")
@@ -534,7 +535,15 @@ def logs(request: HttpRequest, account: Account) -> HttpResponse:
             "message__phone",
         )[:MAX_LOG_ENTRIES]
     )
-    return _json([wire.log_entry(change) for change in changes])
+    entries = [wire.log_entry(change) for change in changes]
+    problems = Problem.objects.for_account(account).filter(
+        Q(opened_at__gte=since, opened_at__lte=until)
+        | Q(resolved_at__gte=since, resolved_at__lte=until)
+    )
+    for problem in problems.order_by("-id")[:MAX_LOG_ENTRIES]:
+        entries += wire.problem_entries(problem, since, until)
+    entries.sort(key=lambda entry: entry["createdAt"], reverse=True)
+    return _json(entries[:MAX_LOG_ENTRIES])
 
 
 # --- Webhooks -------------------------------------------------------------------------------

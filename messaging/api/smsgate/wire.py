@@ -206,6 +206,32 @@ def log_entry(change: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+PROBLEM_MODULES = {"device_silent": "devices", "sim_failing": "devices",
+                   "webhook_failing": "webhooks"}  # fmt: skip
+
+
+def problem_entries(problem: Any, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """A fleet problem (messaging.problems) as entries of GET /logs: its opening and, once
+    it is over, its resolution, those within the window. Negative ids: they never meet the
+    status changes' ids."""
+    context: dict[str, Any] = {"problemId": problem.pk, "kind": problem.kind}
+    if problem.device_id is not None:
+        context["deviceId"] = str(problem.device_id)
+    if problem.sim is not None:
+        context["simNumber"] = problem.sim + 1
+    module = PROBLEM_MODULES.get(problem.kind, "messages")
+    entries = []
+    for when, offset, priority, text in (
+        (problem.opened_at, 0, "WARN", f"{problem.get_kind_display()}: {problem.detail}"),
+        (problem.resolved_at, 1, "INFO", f"Resolved: {problem.get_kind_display()}"),
+    ):
+        if when is not None and since <= when <= until:
+            entries.append({"id": -(2 * problem.pk + offset), "priority": priority,
+                            "module": module, "message": text, "context": context,
+                            "createdAt": date(when)})  # fmt: skip
+    return entries
+
+
 def settings_keys(data: dict[str, Any]) -> dict[str, Any]:
     """A settings body with SMSGate's snake_case keys: the camelCase spellings some SDKs'
     typings use (``limitPeriod``, ``signingKey``) are read as the same keys."""
