@@ -450,18 +450,13 @@ def save_smsgate_endpoint(
     key = (
         PhoneSettings.objects.filter(account=account).values_list("signing_key", flat=True).first()
     )
+    fields = {"kind": "smsgate", "url": url, "event": event, "device": device}
     with transaction.atomic():
         endpoint, _ = WebhookEndpoint.objects.update_or_create(
             account=account,
             client_id=client_id,
-            defaults={"kind": "smsgate", "url": url, "event": event, "device": device},
-            create_defaults={
-                "kind": "smsgate",
-                "url": url,
-                "event": event,
-                "device": device,
-                "secret": key or _webhook_secret(),
-            },
+            defaults=fields,
+            create_defaults={**fields, "secret": key or _webhook_secret()},
         )
     return endpoint
 
