@@ -13,14 +13,16 @@ scripts/install.sh --dev
 export PATH="$PWD/.venv/bin:$PATH"
 
 # The admin's browser test drives Debian's chromium (no browser download); the HTTPS
-# front's test runs Debian's caddy; the monitoring kit's test runs Debian's prometheus.
+# front's test runs Debian's caddy; the monitoring kit's test runs Debian's prometheus;
+# the PgBouncer test runs Debian's pgbouncer (in /usr/sbin, often not on a user's PATH).
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v caddy >/dev/null 2>&1 || missing="$missing caddy"
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+{ command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null 2>&1 || missing="$missing pgbouncer"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== installing$missing (Debian packages) for the browser, HTTPS front and monitoring tests"
+        echo "== installing$missing (Debian packages) for the browser, HTTPS front, monitoring and PgBouncer tests"
         # shellcheck disable=SC2086
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
