@@ -5,7 +5,13 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+)
 
 from gateway.redaction import install as install_redaction
 
@@ -32,3 +38,17 @@ def _serve_metrics(**kwargs: Any) -> None:
         from gateway.metrics import worker_server
 
         worker_server(settings.METRICS_WORKER_PORT, settings.METRICS_WORKER_BIND)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _database_hygiene(task: Any = None, **kwargs: Any) -> None:
+    """Around each task what Django does around each request: drop a connection that is
+    broken or older than DB_CONN_MAX_AGE (settings.CELERY_DB_REUSE_MAX keeps Celery's own
+    fixup from closing every connection every time). Not for eager tasks: they run inside
+    the caller's transaction."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -356,6 +356,10 @@ CELERY_TASK_ROUTES = {"messaging.tasks.deliver_webhook": {"queue": "webhooks"}}
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300, minimum=2)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fixup would close every database connection before and after each task:
+# a new PostgreSQL session for every webhook delivery. Workers keep them as web threads do
+# (DB_CONN_MAX_AGE, health checks), by gateway.celery's per-task hygiene instead.
+CELERY_DB_REUSE_MAX = 2**31
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Beat's sweeps. SWEEP_SECONDS, when set, runs every sweep that often (tests, tiny installs).

@@ -422,3 +422,33 @@ def test_redis_server_binary_is_available_for_the_outage_test():
     # not be skipped for lack of one.
     if django_settings.REDIS_URL:
         assert shutil.which("redis-server")
+
+
+def _sessions_started() -> int:
+    """Sessions PostgreSQL has opened on the test database so far (its statistics, which
+    backends report within about a second)."""
+    time.sleep(2)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        (count,) = cursor.fetchone()
+    return count
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's session counter")
+def test_a_worker_keeps_its_database_connections_from_task_to_task(tmp_path, paired, receiver):
+    device, _ = paired()
+    endpoint = webhooks.add_endpoint(device.account, "status", receiver.url)
+    deliveries = 30
+    with running_worker(tmp_path):
+        before = _sessions_started()
+        ids = messaging.submit(
+            device.account,
+            [messaging.OutgoingSms(device.pk, "1234", f"m{i}") for i in range(deliveries)],
+        )
+        messaging.cancel(device.account, ids)  # one status event, one delivery task each
+        wait_for(lambda: len(receiver.received) >= deliveries, 60, "every delivery")
+        opened = _sessions_started() - before
+    assert WebhookEvent.objects.filter(endpoint=endpoint, state="delivered").count() == deliveries
+    # Two pool processes and beat's sweeps: a few sessions, not one (or two) per task.
+    assert opened < deliveries // 2, opened
