@@ -5,11 +5,15 @@
   dropped at the end. Refuses anything but a server on 127.0.0.1 / localhost and a database
   whose name contains "bench", so it can never drop somebody else's database.
 - Django set up against it, with a throw-away ``GATEWAY_VAR_DIR`` (nothing is written under
-  the checkout's ``var/``), no Redis, DEBUG off.
+  the checkout's ``var/``), DEBUG off, and no Redis unless a bench asks for it
+  (``bench_django(redis=True)``: the database in ``BENCH_REDIS_URL``, default
+  ``redis://127.0.0.1:6379/12``, which must be empty; emptied at the end).
 - Small helpers: an account with its compatibility token, a device with SIM slots,
   percentiles, RSS readings, realistic distinct phone numbers.
-- ``Gunicorn`` (a private control socket, stopped by process group), ``HttpClient``
-  (keep-alive), ``CpuMeter`` (where the CPU went).
+- ``Gunicorn`` (a private control socket, stopped by process group), ``Uvicorn`` (the
+  streams process), ``Spawned`` (any other server process: Celery worker, beat),
+  ``HttpClient`` (keep-alive), ``CpuMeter`` (where the CPU went), ``Receiver`` (a webhook
+  receiver that counts).
 - ``load_messages``: 1,000,000 + 200,000 realistic messages in one INSERT ... SELECT;
   ``explain_statements``: EXPLAIN (ANALYZE, BUFFERS) with the scans on messaging_message;
   ``OpenLoop``: an open-loop load at a fixed rate, latency counted from the due time.
@@ -85,6 +89,32 @@ def drop_database(url: str) -> None:
     _admin(url, f'DROP DATABASE IF EXISTS "{_database_name(url)}" WITH (FORCE)')
 
 
+def bench_redis_url() -> str:
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12").strip()
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or (parts.hostname or "") not in LOCAL_HOSTS:
+        raise SystemExit(f"BENCH_REDIS_URL must be a redis:// URL on 127.0.0.1, got {url!r}")
+    return url
+
+
+def _claim_redis(url: str) -> None:
+    """The bench's Redis database must be empty: it is the bench's for the run."""
+    import redis
+
+    keys = redis.Redis.from_url(url, socket_connect_timeout=3).dbsize()
+    if keys:
+        raise SystemExit(
+            f"{url} holds {keys} keys; the bench empties its Redis database at the end: "
+            "choose an empty one with BENCH_REDIS_URL (or empty this one: redis-cli -n N flushdb)"
+        )
+
+
+def _flush_redis(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url, socket_connect_timeout=3).flushdb()
+
+
 def bench_environment(url: str, var_dir: str, log_level: str = "WARNING") -> dict[str, str]:
     """The environment of the gateway under test (this process or a gunicorn)."""
     return {
@@ -102,14 +132,19 @@ def bench_environment(url: str, var_dir: str, log_level: str = "WARNING") -> dic
 
 
 @contextlib.contextmanager
-def bench_django(log_level: str = "WARNING") -> Iterator[dict[str, str]]:
+def bench_django(log_level: str = "WARNING", *, redis: bool = False) -> Iterator[dict[str, str]]:
     """Create + migrate the bench database, set Django up on it; drop it all at the end.
+    ``redis``: with the bench's Redis database as cache and broker (it must be empty; it is
+    emptied at the end).
 
     Yields the environment used, so a script can hand it to a server it starts.
     """
     url = bench_database_url()
     var_dir = tempfile.mkdtemp(prefix="gateway-bench-var-")
     env = bench_environment(url, var_dir, log_level)
+    if redis:
+        env["REDIS_URL"] = bench_redis_url()
+        _claim_redis(env["REDIS_URL"])
     os.environ.update(env)
     # whitenoise warns when collectstatic has not run (a fresh checkout); irrelevant here.
     warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
@@ -141,6 +176,9 @@ def bench_django(log_level: str = "WARNING") -> Iterator[dict[str, str]]:
             except Exception as exc:
                 print(f"[cleanup] could not drop {_database_name(url)!r}: {exc}", file=sys.stderr)
         shutil.rmtree(var_dir, ignore_errors=True)
+        if redis:
+            with contextlib.suppress(Exception):
+                _flush_redis(env["REDIS_URL"])
 
 
 def make_account(email: str, *, time_zone: str = "UTC") -> tuple[Any, str]:
@@ -306,6 +344,135 @@ class Gunicorn:
         stop_group(self.process)
         self.log.close()
         print(f"[cleanup] gunicorn (pid {self.process.pid}, port {self.port}) stopped")
+
+
+class Spawned:
+    """A server process (``command``) on this machine in its own process group, logging to
+    ``folder``; stop() ends that group only (by the id of the process we started)."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], folder: str) -> None:
+        import subprocess
+
+        self.name, self.command = name, command
+        self.log_path = Path(folder) / f"{name}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def pids(self) -> list[int]:
+        """The process and its children (a Celery worker's pool)."""
+        return [self.pid, *child_pids(self.pid)]
+
+    def tail(self, lines: int = 30) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_http(self, port: int, timeout: float = 30.0) -> None:
+        """Until GET /healthz on ``port`` answers 200."""
+        import http.client
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.tail()}"
+                )
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthz")
+                ok = conn.getresponse().status == 200
+                conn.close()
+                if ok:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        if self.log.closed:
+            return  # stopped already
+        stop_group(self.process)
+        self.log.close()
+        print(f"[cleanup] {self.name} (pid {self.process.pid}) stopped")
+
+
+class Uvicorn(Spawned):
+    """``uvicorn gateway.asgi:application`` on 127.0.0.1 (the streams process, production
+    defaults: uvloop + httptools); one process, whose pid is the server's."""
+
+    def __init__(self, env: dict[str, str], folder: str) -> None:
+        self.port = free_port()
+        command = [
+            sys.executable, "-m", "uvicorn", "gateway.asgi:application",
+            "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+            "--timeout-graceful-shutdown", "3",
+        ]  # fmt: skip
+        super().__init__(f"uvicorn-{self.port}", command, env, folder)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        self.wait_http(self.port, timeout)
+
+
+def celery(kind: str, queues: str, concurrency: int, env: dict[str, str], folder: str) -> Spawned:
+    """A Celery worker on ``queues`` (as the Procfile starts it), or beat (``kind`` "beat")."""
+    command = [sys.executable, "-m", "celery", "-A", "gateway"]
+    if kind == "beat":
+        command += ["beat", "--loglevel", "WARNING", "--schedule", f"{folder}/beat-schedule"]
+    else:
+        command += [
+            "worker", "--queues", queues, "--concurrency", str(concurrency), "--hostname",
+            f"{kind}@%h", "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
+        ]  # fmt: skip
+    return Spawned(f"celery-{kind}", command, env, folder)
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1: answers 200 after ``delay`` seconds, counts what it got."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.delay = delay
+        self.count = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                with receiver.lock:
+                    receiver.count += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def stop_group(process: Any) -> None:
@@ -474,35 +641,49 @@ def processes_named(name: str) -> dict[int, float]:
 
 class CpuMeter:
     """Where the CPU went between start() and stop(): the whole machine, this process
-    (the load generator), the processes given (e.g. gunicorn workers), PostgreSQL (its
-    processes alive at the end; a session that ended in between is missed) and the rest
-    (anything else running on the machine)."""
+    (the load generator), the processes given (e.g. gunicorn workers; more named groups in
+    ``groups``), PostgreSQL and Redis (their processes alive at the end; a session that
+    ended in between is missed) and the rest (anything else running on the machine)."""
 
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
+    def __init__(
+        self, pids: list[int], *, label: str = "server", groups: dict[str, list[int]] | None = None
+    ) -> None:
+        self.groups = {label: pids, **(groups or {})}
         self.wall = time.perf_counter()
         self.machine = _machine_ticks()
         self.own = sum(os.times()[:2])
-        self.procs = sum(process_cpu_seconds(p) for p in pids)
+        self.before = {name: _cpu_of(group) for name, group in self.groups.items()}
         self.postgres = processes_named("postgres")
+        self.redis = processes_named("redis-server")
+        self.cores: dict[str, float] = {}
+
+    def split(self) -> dict[str, float]:
+        """Cores used on average, by part: "machine" (busy, of os.cpu_count()), "load
+        generator", each group, "PostgreSQL", "Redis", "other"."""
+        wall = time.perf_counter() - self.wall
+        machine = (_machine_ticks()[0] - self.machine[0]) / os.sysconf("SC_CLK_TCK")
+        used = {"load generator": sum(os.times()[:2]) - self.own}
+        for name, group in self.groups.items():
+            used[name] = _cpu_of(group) - self.before[name]
+        for name, before in (("PostgreSQL", self.postgres), ("Redis", self.redis)):
+            now = processes_named("postgres" if name == "PostgreSQL" else "redis-server")
+            used[name] = sum(cpu - before.get(pid, 0.0) for pid, cpu in now.items())
+        used["other"] = machine - sum(used.values())
+        self.cores = {"machine": machine / wall, **{k: v / wall for k, v in used.items()}}
+        return self.cores
 
     def stop(self) -> str:
         wall = time.perf_counter() - self.wall
-        busy, _ = _machine_ticks()
-        tick = os.sysconf("SC_CLK_TCK")
-        machine = (busy - self.machine[0]) / tick
-        cpus = os.cpu_count() or 1
-        own = sum(os.times()[:2]) - self.own
-        procs = sum(process_cpu_seconds(p) for p in self.pids) - self.procs
-        postgres = sum(
-            cpu - self.postgres.get(pid, 0.0) for pid, cpu in processes_named("postgres").items()
-        )
-        rest = machine - own - procs - postgres
+        cores = self.split()
+        parts = ", ".join(f"{name} {value:.2f}" for name, value in list(cores.items())[1:])
         return (
-            f"CPU over {wall:.1f} s, in cores: machine {machine / wall:.2f} of {cpus} busy; "
-            f"load generator {own / wall:.2f}, server {procs / wall:.2f}, "
-            f"PostgreSQL {postgres / wall:.2f}, other {rest / wall:.2f}"
+            f"CPU over {wall:.1f} s, in cores: machine {cores['machine']:.2f} of "
+            f"{os.cpu_count() or 1} busy; {parts}"
         )
+
+
+def _cpu_of(pids: list[int]) -> float:
+    return sum(process_cpu_seconds(p) for p in pids)
 
 
 # --- A large, realistic messaging_message, written by one INSERT ... SELECT -----------------

@@ -64,12 +64,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import http.client
 import os
 import random
 import resource
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -147,65 +145,6 @@ def raise_fd_limit(needed: int) -> int:
     if soft < needed:
         raise SystemExit(f"RLIMIT_NOFILE is {soft} (hard {hard}); this bench needs {needed}")
     return soft
-
-
-# --- The uvicorn under test -----------------------------------------------------------------
-
-
-class Uvicorn:
-    """``uvicorn gateway.asgi:application`` on 127.0.0.1 in its own process group (one
-    process: its pid is the server's); stop() ends that group only, by the id we started."""
-
-    def __init__(self, env: dict[str, str], folder: str) -> None:
-        self.port = lib.free_port()
-        self.log_path = Path(folder) / f"uvicorn-{self.port}.log"
-        self.command = [
-            sys.executable, "-m", "uvicorn", "gateway.asgi:application",
-            "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-            "--timeout-graceful-shutdown", "3",
-        ]  # fmt: skip
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            self.command,
-            cwd=lib.ROOT,
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {self.process.returncode}:\n{self.tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/healthz")
-                ok = conn.getresponse().status == 200
-                conn.close()
-                if ok:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"uvicorn not ready after {timeout:.0f} s:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.log.closed:
-            return
-        lib.stop_group(self.process)
-        self.log.close()
-        print(f"[cleanup] uvicorn (pid {self.process.pid}, port {self.port}) stopped")
 
 
 # --- The client side: one asyncio loop in a thread of its own -------------------------------
@@ -740,7 +679,7 @@ def run(env: dict[str, str], stack: contextlib.ExitStack) -> None:
 
     # --- 1. 1,000 streams
     lib.rule(f"1. {PHONES:,} SMSGate phones open GET {EVENTS}")
-    asgi = Uvicorn(server_env, env["GATEWAY_VAR_DIR"])
+    asgi = lib.Uvicorn(server_env, env["GATEWAY_VAR_DIR"])
     stack.callback(asgi.stop)
     stack.callback(closing_streams)  # runs before the server stops
     asgi.wait_ready()
