@@ -3,7 +3,8 @@
 The production shape of the Procfile on one PostgreSQL and one Redis: web processes
 (gunicorn, one worker of 8 threads each: "a process" is one Python interpreter), one
 streams process (uvicorn), a Celery worker (queue ``celery``), a webhook worker (queue
-``webhooks``, concurrency 4) and beat. Against it, for 15 s per shape after a 3 s warm-up:
+``webhooks``, concurrency 4) and beat. Two mixes, each for 15 s per shape after a 3 s
+warm-up. The full mix:
 
 - 6 closed-loop senders creating SMS through all three public APIs in turn (SMSGateway24's
   ``addsms``, REST ``POST /api/v1/messages``, SMSGate's ``POST /api/3rdparty/v1/messages``
@@ -15,6 +16,11 @@ streams process (uvicorn), a Celery worker (queue ``celery``), a webhook worker 
 - a newsletter to NEWSLETTER contacts started at the window's start (fanned out by the
   worker, sent by the same phones);
 - a webhook endpoint for status changes (sent, delivered), answered by a receiver here.
+
+The web mix is the part the web processes carry alone: the same senders, and the same
+phones polling the web processes (our ``wait`` 0 and the app's ``GET /message``, every
+0.2 s while there is nothing), no newsletter, no webhook: how web processes scale when the
+cores are there for them.
 
 Printed per shape: SMS created/s and delivered/s (counted in the database), webhook
 deliveries/s (counted by the receiver) and the events still waiting at the window's end
@@ -28,7 +34,7 @@ webhook worker (concurrency 4), and its CPU.
 
 Run: ``.venv/bin/python bench/scale_out.py`` (PostgreSQL at 127.0.0.1:5432, database
 ``BENCH_DATABASE_URL``; an empty Redis database ``BENCH_REDIS_URL``, default
-redis://127.0.0.1:6379/12, emptied at the end; about 2 minutes).
+redis://127.0.0.1:6379/12, emptied at the end; about 4 minutes).
 """
 
 from __future__ import annotations
@@ -44,11 +50,16 @@ import uuid
 from typing import Any
 
 import _benchlib as lib
+import redis
 
 WARMUP, WINDOW = 3.0, 15.0
 SENDERS, OURS, APPS = 6, 5, 5
 NEWSLETTER = 300
 WEBHOOK_EVENTS = 1000
+MIXES = {
+    "web": "web only: phones poll the web processes, no webhook, no newsletter",
+    "full": "the full mix: streams, long polls, newsletter, webhooks",
+}
 PASSWORD = "bench password 123456"
 
 
@@ -84,25 +95,29 @@ class Client:
 
 
 class Fleet:
-    """The accounts, phones, contacts and webhook endpoint the load uses."""
+    """The account, phones, and for the full mix the contacts and webhook endpoint, that
+    one mix uses."""
 
-    def __init__(self, receiver: lib.Receiver) -> None:
+    def __init__(self, receiver: lib.Receiver, mix: str) -> None:
         from contacts import services as contacts
         from devices import services as devices
         from devices.models import Device
         from gateway.services import compat_token, create_api_token
         from messaging import webhooks
 
-        self.account, self.compat = lib.make_account("bench-scale@example.com")
+        self.mix = mix
+        email = f"bench-{mix}@example.com"
+        self.account, self.compat = lib.make_account(email)
         assert self.compat == compat_token(self.account)
         _, self.rest = create_api_token(self.account, "scale")
-        login = f"bench-scale@example.com:{PASSWORD}".encode()
+        login = f"{email}:{PASSWORD}".encode()
         self.basic = base64.b64encode(login).decode()
         self.ours: list[str] = []
         self.apps: list[str] = []
         self.ids: list[int] = []
         for i in range(OURS):
-            details = devices.DeviceDetails(title=f"ours-{i}", imei=f"3500000000{i:05d}")
+            imei = f"35{len(mix):02d}000000{i:05d}"
+            details = devices.DeviceDetails(title=f"ours-{i}", imei=imei)
             device, token = devices.pair_with_login(self.account, details)
             self.ours.append(token)
             self.ids.append(device.pk)
@@ -113,10 +128,11 @@ class Fleet:
         Device.objects.filter(pk__in=self.ids).update(
             segments_per_minute=1000, batch_size=50, delay_between_sms=None
         )
-        self.tag = contacts.save_tag(self.account, "everyone")
-        for i in range(NEWSLETTER):
-            contacts.save_contact(self.account, f"+4915190{i:06d}", tag_ids=[self.tag.pk])
-        self.endpoint = webhooks.add_endpoint(self.account, "status", receiver.url)
+        if mix == "full":
+            self.tag = contacts.save_tag(self.account, "everyone")
+            for i in range(NEWSLETTER):
+                contacts.save_contact(self.account, f"+4915190{i:06d}", tag_ids=[self.tag.pk])
+            webhooks.add_endpoint(self.account, "status", receiver.url)
 
     def newsletter(self, shape: int) -> Any:
         from contacts import services as contacts
@@ -141,7 +157,7 @@ def main() -> None:
         settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True  # this process adds the endpoints
         folder = env["GATEWAY_VAR_DIR"]
         receiver = lib.Receiver()
-        fleet = Fleet(receiver)
+        fleets = [Fleet(receiver, mix) for mix in MIXES]
         connections.close_all()
         background = [
             lib.celery("worker", "celery", 2, server_env, folder),
@@ -149,37 +165,41 @@ def main() -> None:
             lib.celery("beat", "", 0, server_env, folder),
         ]
         streams = lib.Uvicorn(server_env, folder)
-        results = []
+        results: dict[str, list[tuple[int, dict[str, Any]]]] = {mix: [] for mix in MIXES}
         try:
             streams.wait_ready()
-            for shape in (1, 2, 3):
-                webs = [lib.Gunicorn(server_env, folder, workers=1, threads=8)
-                        for _ in range(shape)]  # fmt: skip
-                try:
-                    for web in webs:
-                        web.wait_ready()
-                    results.append((shape, run(webs, streams, background, fleet, receiver, shape)))
-                finally:
-                    for web in webs:
-                        web.stop()
-                # The next shape starts from an empty queue.
-                Message.objects.filter(account=fleet.account).exclude(
-                    status=Status.DELIVERED
-                ).update(status=Status.DELIVERED)
-                connections.close_all()
-            drains = [drain_webhooks(fleet, background[1], delay) for delay in (0.0, 0.1)]
+            for fleet in fleets:
+                for shape in (1, 2, 3):
+                    webs = [lib.Gunicorn(server_env, folder, workers=1, threads=8)
+                            for _ in range(shape)]  # fmt: skip
+                    try:
+                        for web in webs:
+                            web.wait_ready()
+                        outcome = run(webs, streams, background, fleet, receiver, shape)
+                        results[fleet.mix].append((shape, outcome))
+                    finally:
+                        for web in webs:
+                            web.stop()
+                    # The next shape starts from an empty queue.
+                    Message.objects.filter(account=fleet.account).exclude(
+                        status=Status.DELIVERED
+                    ).update(status=Status.DELIVERED)
+                    connections.close_all()
+            drains = [drain_webhooks(fleets[-1], background[1], delay) for delay in (0.0, 0.1)]
         finally:
             for process in [streams, *background]:
                 process.stop()
             receiver.close()
-        report(results, drains)
+        for mix in MIXES:
+            report(mix, results[mix])
+        report_drains(drains)
 
 
 Drain = tuple[float, float, float]
 
 
-def report(results: list[tuple[int, dict[str, Any]]], drains: list[Drain]) -> None:
-    lib.rule("results")
+def report(mix: str, results: list[tuple[int, dict[str, Any]]]) -> None:
+    lib.rule(f"results, {MIXES[mix]}")
     print(f"  {'web':>4} {'created/s':>10} {'delivered/s':>12} {'per web':>8} {'hooks/s':>8}"
           f"  {'newsletter':>10}   cores: busy  web  streams  workers  PostgreSQL  Redis"
           "  load")  # fmt: skip
@@ -207,6 +227,10 @@ def report(results: list[tuple[int, dict[str, Any]]], drains: list[Drain]) -> No
         )
         print(f"  {shape} web process(es): {r['per_core']:.0f} SMS delivered per busy core, "
               f"webhook backlog {r['backlog']} at the window's end; limit: {limit}")  # fmt: skip
+
+
+def report_drains(drains: list[Drain]) -> None:
+    lib.rule("results, the webhook worker alone")
     for rate, cpu, delay in drains:
         ceiling = f"; wait-bound ceiling 4 / {delay} s = {4 / delay:.0f}/s" if delay else ""
         print(f"  webhook worker (concurrency 4), receiver answering in {delay * 1000:.0f} ms: "
@@ -246,12 +270,18 @@ def run(webs: list[Any], streams: Any, background: list[Any], fleet: Fleet,
             if status in (200, 201, 202) and recording.is_set():
                 created[0] += 1
 
+    full = fleet.mix == "full"
+
     def our_phone(token: str) -> None:
-        waiting, client = Client([streams.port]), Client(ports)
+        client = Client(ports)
+        # The full mix long-polls on the streams process; the web mix polls the web ones.
+        waiting, wait = (Client([streams.port]), 10) if full else (client, 0)
         auth = {"Authorization": f"Bearer {token}"}
         while not stop.is_set():
-            _, answer = waiting.call("POST", "/api/device/v1/poll", {"wait": 10}, auth)
+            _, answer = waiting.call("POST", "/api/device/v1/poll", {"wait": wait}, auth)
             if not answer or not answer.get("messages"):
+                if not full:
+                    time.sleep(0.2)
                 continue
             taken = [m["id"] for m in answer["messages"]]
             _, confirmed = client.call("POST", "/api/device/v1/confirm",
@@ -263,7 +293,7 @@ def run(webs: list[Any], streams: Any, background: list[Any], fleet: Fleet,
     def app_phone(token: str) -> None:
         client, auth = Client(ports), {"Authorization": f"Bearer {token}"}
 
-        def fetch() -> None:
+        def fetch() -> bool:
             _, items = client.call("GET", "/api/mobile/v1/message", None, auth)
             for item in items or ():
                 number = item["phoneNumbers"][0]
@@ -271,7 +301,13 @@ def run(webs: list[Any], streams: Any, background: list[Any], fleet: Fleet,
                     recipients = [{"phoneNumber": number, "state": state}]
                     report = [{"id": item["id"], "state": state, "recipients": recipients}]
                     client.call("PATCH", "/api/mobile/v1/message", report, auth)
+            return bool(items)
 
+        if not full:  # the web mix: the app's pull, every 0.2 s while there is nothing
+            while not stop.is_set():
+                if not fetch():
+                    time.sleep(0.2)
+            return
         conn = http.client.HTTPConnection("127.0.0.1", streams.port, timeout=30)
         conn.request("GET", "/api/mobile/v1/events", headers=auth)
         stream = conn.getresponse()
@@ -303,7 +339,7 @@ def run(webs: list[Any], streams: Any, background: list[Any], fleet: Fleet,
     )  # fmt: skip
     recording.set()
     started = time.perf_counter()
-    newsletter = fleet.newsletter(shape)
+    newsletter = fleet.newsletter(shape) if full else None
     time.sleep(WINDOW)
     recording.clear()
     elapsed = time.perf_counter() - started
@@ -311,9 +347,14 @@ def run(webs: list[Any], streams: Any, background: list[Any], fleet: Fleet,
     cpu = meter.cores
     done = delivered.count() - before
     hooks = receiver.count - hooks_before
-    fanned = Message.objects.filter(newsletter=newsletter).count()
+    fanned = Message.objects.filter(newsletter=newsletter).count() if newsletter else 0
     waiting = WebhookEvent.objects.filter(state=WebhookEvent.State.PENDING)
     backlog = waiting.count()
+    store = redis.Redis.from_url(os.environ["REDIS_URL"])
+    memory, clients = store.info("memory"), store.info("clients")
+    in_redis = (f"Redis: {store.dbsize()} keys in the bench's database, "
+                f"{memory['used_memory'] / 2**20:.1f} MB used by the whole server, "
+                f"{clients['connected_clients']} clients")  # fmt: skip
     stop.set()
     for thread in threads:
         thread.join(15)
@@ -322,13 +363,14 @@ def run(webs: list[Any], streams: Any, background: list[Any], fleet: Fleet,
     while waiting.exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     busy = cpu["machine"]
-    print(f"[{shape} web process(es)] created {created[0] / elapsed:.0f}/s, delivered "
+    print(f"[{fleet.mix}, {shape} web process(es)] created {created[0] / elapsed:.0f}/s, delivered "
           f"{done / elapsed:.0f}/s, webhooks {hooks / elapsed:.0f}/s ({backlog} waiting at the "
-          f"end), newsletter {fanned}/{NEWSLETTER}; {summary}")  # fmt: skip
+          f"end), newsletter {fanned}/{NEWSLETTER if full else 0}; {summary}")  # fmt: skip
+    print(f"  {in_redis}")
     return {
         "created": created[0] / elapsed, "delivered": done / elapsed, "hooks": hooks / elapsed,
         "backlog": backlog,
-        "newsletter": f"{fanned}/{NEWSLETTER}", "cpu": cpu,
+        "newsletter": f"{fanned}/{NEWSLETTER if full else 0}", "cpu": cpu,
         "per_core": done / elapsed / max(busy, 0.01),
     }  # fmt: skip
 
