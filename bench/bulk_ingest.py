@@ -21,12 +21,20 @@ What it measures (all in this process, on a fresh database ``gateway_bench``):
    same rules as the real path with the same functions (``normalize_phone``,
    ``segment_count``), so the ratio compares the two ways of doing the same work.
 
-Phases 2-4 are interleaved request by request so table and index growth weigh on all of
+5. The limit, in the same loop: the same number of rows, prepared beforehand by
+   ``services.prepare`` (so exactly the rows the real path writes), written by a bare
+   ``COPY messaging_message (...) FROM STDIN`` + COMMIT on a psycopg connection of its own:
+   what PostgreSQL itself takes for the rows, with the table's indexes and deferred
+   foreign-key checks. Beside it, what those cost: the same COPY into three copies of the
+   table (``LIKE ... INCLUDING ALL``: every index and check, no foreign key; the same
+   without the two trigram GIN indexes; defaults and identity only: no index at all).
+
+Phases 2-5 are interleaved request by request so table and index growth weigh on all of
 them equally. Every figure is "committed": after each phase the rows are counted from a
 separate PostgreSQL session, and the run fails if the count is not exact.
 
-Targets: real path >= 30,000 SMS/s committed and >= 3x the baseline; a 10,000-item request
-in <= 1 s, and the process stays under 300 MB peak RSS.
+Targets: real path >= 0.7 of the bare COPY (the limit), >= 30,000 SMS/s committed and >= 3x
+the baseline; a 10,000-item request in <= 1 s, and the process stays under 300 MB peak RSS.
 
 Run (PostgreSQL at 127.0.0.1:5432, user postgres; the database in BENCH_DATABASE_URL,
 default postgres://postgres@127.0.0.1:5432/gateway_bench, is created and dropped):
@@ -66,6 +74,13 @@ TARGET_RATE = 30_000
 TARGET_SPEEDUP = 3.0
 TARGET_BIG_SECONDS = 1.0
 TARGET_RSS_MB = 300
+TARGET_OF_LIMIT = 0.7
+# The copies of messaging_message the limit is also measured on (see the docstring).
+CLONES = {
+    "bench_copy_all": "INCLUDING ALL",
+    "bench_copy_btree": "INCLUDING ALL",  # its GIN indexes dropped after
+    "bench_copy_bare": "INCLUDING DEFAULTS INCLUDING IDENTITY",
+}
 
 # Customer id ranges tag the rows of each phase, so each phase's rows can be counted.
 RANGES = {
@@ -75,6 +90,7 @@ RANGES = {
     "real": 1_000_000,
     "service": 2_000_000,
     "baseline": 3_000_000,
+    "limit": 6_000_000,
 }
 
 NAMES = ("Anna", "Jonas", "Maria", "Luca", "Sofia", "Noah", "Emma", "Ali", "Chloé", "Mateo")
@@ -252,6 +268,40 @@ class Counter:
         self.conn.close()
 
 
+class BareCopy:
+    """The limit: prepared rows written by one COPY and a COMMIT on a connection of its own."""
+
+    def __init__(self, url: str, columns: tuple[str, ...]) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url)
+        self.columns = ", ".join(columns)
+        with self.conn.transaction():
+            for table, how in CLONES.items():
+                self.conn.execute(f"CREATE TABLE {table} (LIKE messaging_message {how})")
+            gin = self.conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'bench_copy_btree' "
+                "AND indexdef LIKE '%USING gin%'"
+            ).fetchall()
+            for (name,) in gin:
+                self.conn.execute(f'DROP INDEX "{name}"')
+        self.gin_indexes = len(gin)
+
+    def write(self, table: str, rows: list[tuple[Any, ...]]) -> float:
+        started = time.perf_counter()
+        sql = f"COPY {table} ({self.columns}) FROM STDIN"
+        with self.conn.transaction(), self.conn.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        with self.conn.transaction():
+            for table in CLONES:
+                self.conn.execute(f"DROP TABLE {table}")
+        self.conn.close()
+
+
 def post(client: Any, url: str, body: bytes) -> float:
     import orjson
 
@@ -346,7 +396,7 @@ def main() -> None:
         from django.test import Client
         from django.test.utils import override_settings
 
-        from messaging.services import submit
+        from messaging.services import _MESSAGE_COLUMNS, prepare, submit
 
         account, token = lib.make_account("bulk@bench.example")
         device = lib.make_device(account, slots=(0, 1))
@@ -358,7 +408,7 @@ def main() -> None:
             f"device #{device.pk} (SIM 0, 1); python {sys.version.split()[0]}"
         )
 
-        phones = iter(lib.phone_numbers(REQUESTS * ITEMS * 3 + BIG_ITEMS * 2 + 8 * ITEMS, seed=7))
+        phones = iter(lib.phone_numbers(REQUESTS * ITEMS * 4 + BIG_ITEMS * 2 + 8 * ITEMS, seed=7))
 
         def batch(phase: str, offset: int, count: int) -> list[dict[str, Any]]:
             taken = [next(phones) for _ in range(count)]
@@ -403,15 +453,22 @@ def main() -> None:
 
             # 2-4. Interleaved 1,000-item requests.
             lib.rule(
-                f"{REQUESTS} requests x {ITEMS:,} items, interleaved (real, service, baseline)"
+                f"{REQUESTS} requests x {ITEMS:,} items, interleaved (real, service, baseline, "
+                "limit)"
             )
             real_bodies = [body(batch("real", i * ITEMS, ITEMS)) for i in range(REQUESTS)]
             service_batches = [
                 outgoing(batch("service", i * ITEMS, ITEMS)) for i in range(REQUESTS)
             ]
             naive_bodies = [body(batch("baseline", i * ITEMS, ITEMS)) for i in range(REQUESTS)]
+            limit_rows = [
+                prepare(account, outgoing(batch("limit", i * ITEMS, ITEMS))).rows
+                for i in range(REQUESTS)
+            ]
+            bare = BareCopy(lib.bench_database_url(), _MESSAGE_COLUMNS)
+            clone_t: dict[str, list[float]] = {table: [] for table in CLONES}
             print(
-                f"  {REQUESTS * ITEMS * 3:,} distinct phone numbers; "
+                f"  {REQUESTS * ITEMS * 4:,} distinct phone numbers; "
                 f"request body ~{len(real_bodies[0]) / 1e3:.0f} kB"
             )
             real_t: list[float] = []
@@ -420,6 +477,7 @@ def main() -> None:
             store_t: list[float] = []
             copy_t: list[float] = []
             naive_t: list[float] = []
+            limit_t: list[float] = []
             gc.collect()
             with timed_steps() as steps:
                 for i in range(REQUESTS):
@@ -432,11 +490,34 @@ def main() -> None:
                     store_t.append(steps["store"])
                     copy_t.append(steps["_copy_rows"])
                     naive_t.append(post(client, naive_url, naive_bodies[i]))
+                    limit_t.append(bare.write("messaging_message", limit_rows[i]))
+                    for table in CLONES:
+                        clone_t[table].append(bare.write(table, limit_rows[i]))
+            bare.close()
             real_rate = summary("real path (test client -> COPY)", real_t, ITEMS)
             service_rate = summary("service alone (submit, COPY)", service_t, ITEMS)
             naive_rate = summary("baseline (DRF Serializer+bulk_create)", naive_t, ITEMS)
-            for phase in ("real", "service", "baseline"):
+            limit_rate = summary("limit: bare COPY + COMMIT, same rows", limit_t, ITEMS)
+            clone_rates = {
+                table: summary(f"  into {table}", times, ITEMS) for table, times in clone_t.items()
+            }
+            for phase in ("real", "service", "baseline", "limit"):
                 print(f"  {phase:<9}: {counter.check(phase, REQUESTS * ITEMS)}")
+            per_row = {  # microseconds per row, from the sums of seconds
+                name: sum(times) / (REQUESTS * ITEMS) * 1e6
+                for name, times in (("table", limit_t), *clone_t.items())
+            }
+            print("  what PostgreSQL spends per row of the bare COPY (means):")
+            for label, us in (
+                ("the row itself, no index", per_row["bench_copy_bare"]),
+                ("+ the B-tree indexes and checks",
+                 per_row["bench_copy_btree"] - per_row["bench_copy_bare"]),
+                (f"+ the {bare.gin_indexes} trigram GIN indexes (admin search)",
+                 per_row["bench_copy_all"] - per_row["bench_copy_btree"]),
+                ("+ the foreign keys (deferred checks at COMMIT)",
+                 per_row["table"] - per_row["bench_copy_all"]),
+            ):  # fmt: skip
+                print(f"    {label:<52} {us:6.1f} us")
             per = 1000 / REQUESTS  # ms per request, from a sum of seconds
             print("  where the time of one 1,000-item request goes (means):")
             for label, ms in (
@@ -480,6 +561,20 @@ def main() -> None:
         lib.rule("results")
         speedup = real_rate / naive_rate
         rows = [
+            (
+                "real path / limit (bare COPY)",
+                f"{real_rate / limit_rate:.2f}",
+                f">= {TARGET_OF_LIMIT}",
+                real_rate / limit_rate >= TARGET_OF_LIMIT,
+            ),
+            ("service alone / limit", f"{service_rate / limit_rate:.2f}", "", None),
+            ("limit: bare COPY + COMMIT", f"{limit_rate:,.0f} SMS/s", "", None),
+            (
+                "  into the table without indexes",
+                f"{clone_rates['bench_copy_bare']:,.0f} SMS/s",
+                "",
+                None,
+            ),
             (
                 "real path, 1,000-item requests",
                 f"{real_rate:,.0f} SMS/s",
