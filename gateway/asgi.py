@@ -27,9 +27,38 @@ _django = WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS)  
 from devices.api import longpoll  # noqa: E402
 from devices.mobile import events  # noqa: E402
 from devices.streams import hub  # noqa: E402
+from gateway import outage  # noqa: E402
 
 _EVENTS = re.compile(r"/+api/+mobile/+v1/+events/?")
 _POLL = re.compile(r"/+api/+device/+v1/+poll")
+
+
+async def _answering_outages(
+    app: Any, scope: dict[str, Any], receive: Any, send: Any, *extra: Any
+) -> None:
+    """A native path reaches the database outside Django's middleware: an unreachable
+    database answers it as gateway.outage answers every other path (503 in its API's
+    shape), not with the server's 500. A stream already open is ended: the phone
+    reconnects."""
+    started = ended = False
+
+    async def tracked(message: dict[str, Any]) -> None:
+        nonlocal started, ended
+        started = started or message["type"] == "http.response.start"
+        ended = ended or (message["type"] == "http.response.body" and not message.get("more_body"))
+        await send(message)
+
+    try:
+        await app(scope, receive, tracked, *extra)
+    except Exception as exc:
+        if not outage.unreachable(exc):
+            raise
+        outage.report(scope["method"], scope["path"], exc)
+        if not started:
+            for message in outage.asgi_response(re.sub("/+", "/", scope["path"])):
+                await send(message)
+        elif not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -44,9 +73,9 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] == "http" and _EVENTS.fullmatch(scope["path"]):
-        await events.app(scope, receive, send)
+        await _answering_outages(events.app, scope, receive, send)
         return
     if scope["type"] == "http" and scope["method"] == "POST" and _POLL.fullmatch(scope["path"]):
-        await longpoll.app(scope, receive, send, _django)
+        await _answering_outages(longpoll.app, scope, receive, send, _django)
         return
     await _django(scope, receive, send)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from contacts import services as contacts
 from devices import pools
 from devices import queries as devices
+from gateway import outage
 from gateway import services as accounts
 from gateway.clients import client_address
 from gateway.models import Account
@@ -531,8 +532,12 @@ def getdata(request: HttpRequest, method: str) -> HttpResponse:
         return error(f"Request is too large: at most {limit // 1024} KB and 1000 form fields")
     except (MultiPartParserError, UnreadablePostError) as exc:
         return error(f"Request body could not be read: {exc}")
-    except Exception:
+    except Exception as exc:
         # Clients read errors only from HTTP 200 bodies (spec §1.5), so even our own failure
-        # is answered in that shape; the traceback goes to the log.
+        # is answered in that shape: an unreachable database with one log line
+        # (gateway.outage), anything else with its traceback in the log.
+        if outage.unreachable(exc):
+            outage.report(request.method or "", request.path, exc)
+            return error(outage.MESSAGE)
         log.exception("getdata/%s failed", method)
         return error("Server error: the request was not completed; please retry")

@@ -224,6 +224,7 @@ _ERROR_RESPONSES = {
     "415": "Unsupported media type",
     "422": "Valid, but cannot be done (see `detail`)",
     "429": "Rate limit reached; see Retry-After",
+    "503": "The database is not reachable; retry after Retry-After",
 }
 
 
