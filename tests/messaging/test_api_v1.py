@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from contacts.models import Contact, Newsletter, Tag
 from devices.models import Device
@@ -289,6 +291,25 @@ def test_a_duplicate_while_the_first_is_running_gets_409(setup):
     IdempotencyKey.objects.create(account=account, key="k-1", request_hash=_fingerprint(Probe()))  # type: ignore[arg-type]
     is_problem(api.post("messages", payload, HTTP_IDEMPOTENCY_KEY="k-1"), 409)
     assert Message.objects.count() == 0
+
+
+def test_a_first_request_that_never_finished_stops_holding_its_key(setup):
+    # Its process was killed, or the database went away between the key and the work.
+    api, account, device = setup
+    payload = {"to": "1234", "body": "lost", "device_id": device.pk}
+    from messaging.api.v1.idempotency import IN_FLIGHT_LIMIT, _fingerprint
+
+    class Probe:
+        method, path, data = "POST", API + "messages", payload
+
+    IdempotencyKey.objects.create(
+        account=account, key="k-lost", request_hash=_fingerprint(Probe()),  # type: ignore[arg-type]
+        created_at=timezone.now() - IN_FLIGHT_LIMIT - timedelta(seconds=1),
+    )  # fmt: skip
+    assert api.post("messages", payload, HTTP_IDEMPOTENCY_KEY="k-lost").status_code == 201
+    replay = api.post("messages", payload, HTTP_IDEMPOTENCY_KEY="k-lost")
+    assert replay.status_code == 201 and replay["Idempotent-Replayed"] == "true"
+    assert Message.objects.count() == 1
 
 
 def test_a_failed_request_does_not_use_up_its_key(setup):

@@ -1,7 +1,10 @@
 """Idempotency-Key for the REST API's create calls, kept 24 hours.
 
 Same key and same request: the original answer again. Same key, different request: 422.
-The same key while its first request is still running: 409.
+The same key while its first request is still running: 409. A first request that never
+finished (its process killed, the database gone between the key and the work) stops
+holding its key after IN_FLIGHT_LIMIT: nothing of it was stored, since the work and its
+recorded answer commit together.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -19,6 +23,8 @@ from messaging.api.v1.base import Conflict, Unprocessable, account_of
 from messaging.models import IdempotencyKey
 
 MAX_KEY_LENGTH = 255
+# Far longer than any create request runs.
+IN_FLIGHT_LIMIT = timedelta(minutes=10)
 
 
 def _fingerprint(request: Request) -> str:
@@ -44,8 +50,9 @@ def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
             )
     except IntegrityError:
         existing = IdempotencyKey.objects.get(account=account, key=key)
-        if existing.created_at < timezone.now() - IdempotencyKey.KEEP:
-            # Past its 24 hours (not swept yet): the key starts afresh.
+        age = timezone.now() - existing.created_at
+        if age > IdempotencyKey.KEEP or (existing.status_code is None and age > IN_FLIGHT_LIMIT):
+            # Past its 24 hours (not swept yet), or abandoned unfinished: it starts afresh.
             existing.delete()
             return idempotent(request, handle)
         if existing.request_hash != fingerprint:
