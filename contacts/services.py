@@ -316,10 +316,10 @@ def fan_out(newsletter_id: int, *, now: datetime | None = None) -> int:
         written = messaging.store_newsletter(
             newsletter, (_RECIPIENTS_SQL, [newsletter.account_id, False, newsletter.pk])
         )
+        # A scheduled newsletter has no message yet (it only returns to scheduled when
+        # resumed before its fan-out), so what was written is all it has.
         Newsletter.objects.filter(pk=newsletter.pk).update(
-            state=Newsletter.State.SENDING,
-            fanned_out_at=now,
-            queued_count=newsletter.messages.count(),
+            state=Newsletter.State.SENDING, fanned_out_at=now, queued_count=written
         )
         device_id = newsletter.device_id
         transaction.on_commit(lambda: wake.ring([device_id]))
