@@ -42,6 +42,7 @@ from messaging.api.compat_wire import (
     parse_time,
     parse_zone,
     php_datetime,
+    php_local,
 )
 from messaging.models import Status
 
@@ -265,6 +266,7 @@ def getallsms(call: Call) -> HttpResponse:
         limit=limit or messaging.MAX_PAGE,
         after_id=params.integer("after_id", minimum=0),
         newest_first=newest_first,
+        local_times=zone,
     )
     smss = {str(row["id"]): _sms_item(row, zone) for row in rows}
     payload: dict[str, Any] = {"error": 0, "smss": smss, "count": len(rows), "message": "Ok"}
@@ -286,9 +288,9 @@ def _sms_item(row: dict[str, Any], zone: ZoneInfo) -> dict[str, Any]:
         "statustitle": status.short_title,
         "deviceid": row["device_id"],
         "urgent": True if row["urgent"] else None,
-        "created": php_datetime(row["created_at"], zone),
-        "senttime": php_datetime(row["sent_at"], zone),
-        "timetosend": php_datetime(row["send_at"], zone),
+        "created": php_local(row["created_at"], zone),
+        "senttime": php_local(row["sent_at"], zone),
+        "timetosend": php_local(row["send_at"], zone),
         "sim": row["sim"],
         "paketid": row["newsletter_id"],
         "pakettitle": row["newsletter__title"],

@@ -249,12 +249,14 @@ def php_datetime(value: datetime | None, zone: ZoneInfo) -> dict[str, Any] | Non
     """A time as PHP's DateTime serializes it (spec §1.6), in ``zone``, second precision."""
     if value is None:
         return None
-    local = value.astimezone(zone)
-    return {
-        "date": f"{local:%Y-%m-%d %H:%M:%S}.000000",
-        "timezone_type": 3,
-        "timezone": zone.key,
-    }
+    return php_local(f"{value.astimezone(zone):%Y-%m-%d %H:%M:%S}", zone)
+
+
+def php_local(local: str | None, zone: ZoneInfo) -> dict[str, Any] | None:
+    """php_datetime of a time already written in ``zone`` ("YYYY-MM-DD HH:MM:SS")."""
+    if local is None:
+        return None
+    return {"date": f"{local}.000000", "timezone_type": 3, "timezone": zone.key}
 
 
 def human_datetime(value: datetime, zone: ZoneInfo) -> str:

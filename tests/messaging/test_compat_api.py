@@ -8,6 +8,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -1195,3 +1196,33 @@ def test_true_is_not_an_integer(client, token, device, field):
     answer = _json_call(client, "addsms", {**fields, field: True})
     assert answer == {"error": 1, "message": f"{field} must be an integer"}
     assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/St_Johns", "Asia/Kathmandu", "UTC"])
+def test_listed_local_times_agree_with_python_on_every_backend(owner, device, zone, monkeypatch):
+    """getallsms's times come formatted by PostgreSQL (by Python on SQLite, or for a zone
+    PostgreSQL does not know): across daylight-saving changes and odd offsets, the same."""
+    from zoneinfo import ZoneInfo
+
+    from messaging import services
+
+    instants = [
+        datetime(2021, 3, 28, 0, 59, 59, 999999, tzinfo=UTC),  # Berlin: the last second of CET
+        datetime(2021, 3, 28, 1, 0, 0, tzinfo=UTC),  # the first of CEST
+        datetime(2021, 10, 31, 0, 30, 0, 500000, tzinfo=UTC),  # the repeated hour, twice
+        datetime(2021, 10, 31, 1, 30, 0, tzinfo=UTC),
+        datetime(2021, 11, 7, 3, 45, 12, tzinfo=UTC),  # St. John's: -02:30 -> -03:30
+        datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ]
+    for instant in instants:
+        _message_at(owner.account, device, instant)
+    local = ZoneInfo(zone)
+    expected = [f"{i.astimezone(local):%Y-%m-%d %H:%M:%S}" for i in instants]
+    rows, _ = services.list_messages(owner.account, services.MessageFilter(), local_times=local)
+    assert [r["created_at"] for r in rows] == [r["send_at"] for r in rows] == expected
+    assert {r["sent_at"] for r in rows} == {None}
+    # On PostgreSQL, that was PostgreSQL's formatting; now Python's, as for a zone it lacks.
+    assert services._POSTGRESQL_ZONES.get(zone, False) is (connection.vendor == "postgresql")
+    monkeypatch.setitem(services._POSTGRESQL_ZONES, zone, False)
+    rows, _ = services.list_messages(owner.account, services.MessageFilter(), local_times=local)
+    assert [r["created_at"] for r in rows] == expected
