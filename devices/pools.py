@@ -100,6 +100,8 @@ def delete_pool(pool: Pool) -> None:
 
 def pools_by_id(account: Account, ids: Iterable[int | None]) -> dict[int, Pool]:
     wanted = [i for i in set(ids) if isinstance(i, int)]
+    if not wanted:  # the common case, every id a device's: not even a query to build
+        return {}
     return {p.pk: p for p in Pool.objects.for_account(account).filter(pk__in=wanted)}
 
 

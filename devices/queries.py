@@ -46,14 +46,16 @@ def sim_slots_by_device(account: Account, device_ids: Iterable[int]) -> dict[int
     has one); once it has, only the slots it reported.
     """
     ids = [d for d in set(device_ids) if isinstance(d, int)]
-    devices = {
-        d: set[int]()
-        for d in Device.objects.for_account(account).filter(pk__in=ids).values_list("pk", flat=True)
-    }
-    for device_id, slot in SimSlot.objects.filter(device_id__in=list(devices)).values_list(
-        "device_id", "slot"
+    if not ids:
+        return {}
+    devices: dict[int, set[int]] = {}
+    # One query: each device with its slots (None for a device without any yet).
+    for device_id, slot in (
+        Device.objects.for_account(account).filter(pk__in=ids).values_list("pk", "sims__slot")
     ):
-        devices[device_id].add(slot)
+        found = devices.setdefault(device_id, set())
+        if slot is not None:
+            found.add(slot)
     for slots in devices.values():
         if not slots:
             slots.add(0)

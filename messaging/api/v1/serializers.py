@@ -200,6 +200,43 @@ class MessageSerializer(serializers.Serializer):
     def get_encoding(self, message: Message) -> str:
         return encoding_of(message.body).name
 
+    def to_representation(self, instance: Message) -> dict[str, Any]:
+        """What the fields above give, built directly: DRF's field-by-field way costs a
+        single create a third of its time (bench/single_create.py). The fields stay the
+        schema and the reference; a test holds the two equal, key order included."""
+        if type(self) is not MessageSerializer:  # a subclass's fields: DRF's own way
+            return super().to_representation(instance)
+        m = instance
+        return {
+            "id": int(m.id),
+            "direction": self.get_direction(m),
+            "to": str(m.phone),
+            "body": str(m.body),
+            "device_id": m.device_id,
+            "sim": int(m.sim),
+            "pool_id": m.pool_id,
+            "hold_reason": str(m.hold_reason),
+            "status": int(m.status),
+            "status_name": status_name(m.status),
+            "urgent": bool(m.urgent),
+            "customer_id": m.customer_id,
+            "newsletter_id": m.newsletter_id,
+            "encoding": self.get_encoding(m),
+            "segments": int(m.segments),
+            "send_at": _time(m.send_at),
+            "created_at": _time(m.created_at),
+            "sent_at": _time(m.sent_at),
+            "delivered_at": _time(m.delivered_at),
+            "error_detail": str(m.error_detail),
+        }
+
+
+_TIME = serializers.DateTimeField()
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else _TIME.to_representation(value)
+
 
 class MessageDetailSerializer(MessageSerializer):
     history = StatusChangeSerializer(many=True, read_only=True)
