@@ -475,6 +475,54 @@ class Receiver:
         self.server.server_close()
 
 
+def closed_loop(
+    port: int, path: str, headers: dict[str, str], bodies: list[bytes], ok: int, clients: int
+) -> int:
+    """POST ``bodies`` over ``clients`` keep-alive connections at once, each sending its
+    share one after the other; how many were answered with status ``ok``."""
+    shares = [bodies[i::clients] for i in range(clients)]
+    counts = [0] * clients
+
+    def client(index: int) -> None:
+        http = HttpClient(port, timeout=30)
+        try:
+            for body in shares[index]:
+                status, _ = http.request(path, body, headers, retry=False)
+                counts[index] += status == ok
+        finally:
+            http.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts)
+
+
+_reference_local = threading.local()
+
+
+def reference_connection() -> Any:
+    """For the bare WSGI references (bench/reference_*.py): this thread's own psycopg
+    connection to the gateway's database (Django's settings), kept open, no health check."""
+    import psycopg
+    from django.conf import settings
+
+    conn = getattr(_reference_local, "conn", None)
+    if conn is None or conn.closed:
+        db = settings.DATABASES["default"]
+        conn = psycopg.connect(
+            host=db["HOST"] or "127.0.0.1",
+            port=db["PORT"] or 5432,
+            user=db["USER"],
+            password=db["PASSWORD"] or None,
+            dbname=db["NAME"],
+        )
+        _reference_local.conn = conn
+    return conn
+
+
 def stop_group(process: Any) -> None:
     """End a server started in its own process group (by the id of the process we started):
     TERM, then KILL after 15 s."""

@@ -14,11 +14,11 @@ normalizes it) and the segments are counted as 1. Not for production: bench only
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import _benchlib as lib
 import django
 import orjson
 import psycopg
@@ -26,28 +26,11 @@ import psycopg
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 django.setup()
 
-from django.conf import settings  # noqa: E402
 
 from gateway.services import hash_token  # noqa: E402
 from messaging.models import Status  # noqa: E402
 
-_local = threading.local()
-_DB = settings.DATABASES["default"]
 NEW = int(Status.NEW)
-
-
-def _connection() -> psycopg.Connection[Any]:
-    conn = getattr(_local, "conn", None)
-    if conn is None or conn.closed:
-        conn = psycopg.connect(
-            host=_DB["HOST"] or "127.0.0.1",
-            port=_DB["PORT"] or 5432,
-            user=_DB["USER"],
-            password=_DB["PASSWORD"] or None,
-            dbname=_DB["NAME"],
-        )
-        _local.conn = conn
-    return conn
 
 
 def _create(conn: psycopg.Connection[Any], account: int, item: dict[str, Any]) -> int | None:
@@ -80,7 +63,7 @@ def _answer(start_response: Callable[..., Any], status: str, body: bytes) -> lis
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     if environ["PATH_INFO"] == "/healthz":
         return _answer(start_response, "200 OK", b"{}")
-    conn = _connection()
+    conn = lib.reference_connection()
     scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     found = conn.execute(
         "SELECT account_id FROM gateway_apitoken WHERE token_hash = %s AND revoked_at IS NULL",

@@ -23,12 +23,12 @@ listeners), so it is a limit, not an alternative. Not for production: bench only
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import _benchlib as lib
 import django
 import orjson
 import psycopg
@@ -36,28 +36,11 @@ import psycopg
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 django.setup()
 
-from django.conf import settings  # noqa: E402
 
 from gateway.services import hash_token  # noqa: E402
 from messaging.models import Status, served_id, served_pk  # noqa: E402
 
-_local = threading.local()
-_DB = settings.DATABASES["default"]
 TAKEN, SENT, NEW = int(Status.TAKEN), int(Status.SENT), int(Status.NEW)
-
-
-def _connection() -> psycopg.Connection[Any]:
-    conn = getattr(_local, "conn", None)
-    if conn is None or conn.closed:
-        conn = psycopg.connect(
-            host=_DB["HOST"] or "127.0.0.1",
-            port=_DB["PORT"] or 5432,
-            user=_DB["USER"],
-            password=_DB["PASSWORD"] or None,
-            dbname=_DB["NAME"],
-        )
-        _local.conn = conn
-    return conn
 
 
 def _device(conn: psycopg.Connection[Any], environ: dict[str, Any]) -> tuple[int, int] | None:
@@ -147,7 +130,7 @@ def _answer(start_response: Callable[..., Any], status: str, body: bytes = b"") 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     if environ["PATH_INFO"] == "/healthz":
         return _answer(start_response, "200 OK", b"{}")
-    conn = _connection()
+    conn = lib.reference_connection()
     device = _device(conn, environ)
     if device is None:
         return _answer(start_response, "401 Unauthorized", b'{"message":"unknown token"}')

@@ -22,7 +22,6 @@ from __future__ import annotations
 import cProfile
 import os
 import pstats
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,28 +34,6 @@ ROUNDS = 6
 REQUESTS = 300
 PROFILED = 300
 TARGET = 2.0
-
-
-def _run(port: int, path: str, headers: dict[str, str], bodies: list[bytes], ok: int) -> int:
-    """Send ``bodies`` over THREADS keep-alive clients; how many got status ``ok``."""
-    shares = [bodies[i::THREADS] for i in range(THREADS)]
-    counts = [0] * THREADS
-
-    def client(index: int) -> None:
-        http = lib.HttpClient(port, timeout=30)
-        try:
-            for body in shares[index]:
-                status, _ = http.request(path, body, headers, retry=False)
-                counts[index] += status == ok
-        finally:
-            http.close()
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts)
 
 
 def main() -> None:
@@ -119,7 +96,8 @@ def main() -> None:
             for key, path, headers, kind, ok in variants.values():  # warm-up
                 seed += 1
                 phones = lib.phone_numbers(40, seed=seed)
-                created += _run(servers[key].port, path, headers, bodies(kind, phones), ok)
+                warm = bodies(kind, phones)
+                created += lib.closed_loop(servers[key].port, path, headers, warm, ok, THREADS)
             for _ in range(ROUNDS):
                 for name, (key, path, headers, kind, ok) in variants.items():
                     seed += 1
@@ -127,7 +105,7 @@ def main() -> None:
                     before = sum(map(lib.process_cpu_seconds, pids[key]))
                     before_pg = sum(lib.processes_named("postgres").values())
                     started = time.perf_counter()
-                    done = _run(servers[key].port, path, headers, sent, ok)
+                    done = lib.closed_loop(servers[key].port, path, headers, sent, ok, THREADS)
                     wall = time.perf_counter() - started
                     cpu = sum(map(lib.process_cpu_seconds, pids[key])) - before
                     cpu += sum(lib.processes_named("postgres").values()) - before_pg

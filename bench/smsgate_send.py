@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 import time
 from typing import Any
 
@@ -60,28 +59,6 @@ def _bodies(kind: str, device: int, phones: list[str], size: int) -> list[bytes]
                        "withDeliveryReport": True}  # fmt: skip
         out.append(orjson.dumps(payload))
     return out
-
-
-def _run(port: int, path: str, headers: dict[str, str], bodies: list[bytes], ok: int) -> int:
-    """Send ``bodies`` over THREADS keep-alive clients; returns how many got status ``ok``."""
-    shares = [bodies[i::THREADS] for i in range(THREADS)]
-    counts = [0] * THREADS
-
-    def client(index: int) -> None:
-        http = lib.HttpClient(port, timeout=30)
-        try:
-            for body in shares[index]:
-                status, _ = http.request(path, body, headers, retry=False)
-                counts[index] += status == ok
-        finally:
-            http.close()
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts)
 
 
 def main() -> None:
@@ -118,8 +95,9 @@ def main() -> None:
             for path, auth, kind, ok in variants.values():  # warm-up, not recorded
                 seed += 1
                 phones = lib.phone_numbers(40 * BATCH_SIZE // 10, seed=seed)
-                sent += _run(server.port, path, {**json_type, "Authorization": auth},
-                             _bodies(kind, device.pk, phones, 1)[:40], ok)  # fmt: skip
+                headers = {**json_type, "Authorization": auth}
+                warm = _bodies(kind, device.pk, phones, 1)[:40]
+                sent += lib.closed_loop(server.port, path, headers, warm, ok, THREADS)
             for _ in range(ROUNDS):
                 for size_name, size, requests in sizes:
                     for name, (path, auth, kind, ok) in variants.items():
@@ -129,8 +107,8 @@ def main() -> None:
                         before_server = sum(lib.process_cpu_seconds(p) for p in pids)
                         before_pg = sum(lib.processes_named("postgres").values())
                         started = time.perf_counter()
-                        done = _run(server.port, path, {**json_type, "Authorization": auth},
-                                    bodies, ok)  # fmt: skip
+                        headers = {**json_type, "Authorization": auth}
+                        done = lib.closed_loop(server.port, path, headers, bodies, ok, THREADS)
                         wall = time.perf_counter() - started
                         cpu = sum(lib.process_cpu_seconds(p) for p in pids) - before_server
                         cpu += sum(lib.processes_named("postgres").values()) - before_pg

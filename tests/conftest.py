@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from django.conf import settings
@@ -169,3 +169,11 @@ def purge_task_queues() -> None:
     with app.connection_for_write() as connection:
         for name in ("celery", "webhooks"):
             Queue(name, channel=connection.default_channel).purge()
+
+
+def missing_tool(why: str) -> NoReturn:
+    """A program a test runs is not installed: skipped here, a failure where CI=true
+    (scripts/test.sh installs the Debian packages CI needs)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why}; CI requires it (scripts/test.sh installs what Debian packages)")
+    pytest.skip(why)

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from devices.agent import sms_agent
 from messaging.models import Message, Status
+from tests.conftest import missing_tool
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -27,9 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def browser(monkeypatch):
     if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed (scripts/test.sh installs Debian's package)")
-        pytest.skip("chromium is not installed")
+        missing_tool("chromium is not installed")
     # Playwright's sync API keeps an event loop around; the ORM calls of this test are
     # plain synchronous code all the same.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

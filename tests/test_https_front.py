@@ -18,6 +18,7 @@ import pytest
 
 from devices.models import Device
 from gateway.services import enrollment_token
+from tests.conftest import missing_tool
 from tests.devices.test_smsgate_events import ROOT, Server, _free_port, _queue, stop_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -74,9 +75,7 @@ class Caddy:
 @pytest.fixture
 def front(tmp_path: Path, live_server, settings) -> Iterator[Caddy]:
     if shutil.which("caddy") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("caddy is not installed (scripts/test.sh installs Debian's package)")
-        pytest.skip("caddy is not installed")
+        missing_tool("caddy is not installed")
     settings.BEHIND_PROXY = True
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     settings.USE_X_FORWARDED_HOST = True

@@ -56,6 +56,7 @@ from devices.models import Device
 from gateway import services as accounts
 from messaging import webhooks
 from messaging.models import Message, Problem, Status, WebhookEvent
+from tests.conftest import missing_tool
 from tests.messaging.test_webhooks import Receiver
 from tests.test_background_integration import _database_url, _free_port, wait_for
 from tests.test_replicas import (
@@ -191,10 +192,7 @@ def _unprivileged_user() -> str:
 def pgbouncer(tmp_path: Path, transactional_db: None) -> Iterator[PgBouncer]:
     binary = _pgbouncer_binary()
     if binary is None:
-        why = "pgbouncer is not installed (scripts/test.sh installs Debian's package)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why}; CI requires it")
-        pytest.skip(why)
+        missing_tool("pgbouncer is not installed")
     folder = tmp_path / "pgbouncer"
     folder.mkdir()
     bouncer = PgBouncer(binary, folder)
