@@ -28,9 +28,12 @@ Five sections, each printing its figures and a line ``target ...: MET`` or ``MIS
    per phone) loop poll -> confirm -> report(sent + delivered, one call) over HTTP against
    gunicorn 2 x 16; a cycle is one message claimed and reported. Baseline in the same
    process, same server: the same loop with batch_size 1 (one message per poll: the naive
-   client that asks for one SMS at a time). Runs are time-bounded (20 s and 8 s). Then,
-   in-process, where one cycle's server time goes: statements per request and their time.
-   Target: >= 1,000 cycles/s (and the ratio to the baseline).
+   client that asks for one SMS at a time). The limit, after the server stops: the same
+   cycles' bare SQL (claim with SKIP LOCKED, confirm, report SENT then DELIVERED, history
+   rows, a COMMIT per step) on one psycopg connection per phone, 20,000 more SMS. Runs are
+   time-bounded (20 s and 8 s). Then, in-process, where one cycle's server time goes:
+   statements per request and their time. Targets: >= 1,000 cycles/s and >= 0.7 of the
+   limit (and the ratio to the baseline).
 4. **Scale** - the same work on a 10,000-row database and on one of 1,000,000 pending +
    5,000,000 finished SMS (2,000 phones of one account plus 100 of another; loaded with
    ``INSERT ... SELECT generate_series``, then ``VACUUM ANALYZE``), in-process through the
@@ -633,6 +636,7 @@ BASELINE_PER_DEVICE = 120  # 6,000; the baseline runs for at most BASELINE_SECON
 CLAIM_SECONDS = 20.0
 BASELINE_SECONDS = 8.0
 CLAIM_TARGET = 1000.0
+CLAIM_OF_LIMIT = 0.7
 
 
 @dataclass
@@ -719,6 +723,77 @@ def claim_loop(port: int, devices: list[tuple[int, str]], limit: float) -> Claim
     return run
 
 
+def bare_cycles(devices: list[int], limit: float) -> tuple[int, float]:
+    """The limit of section 3: the unavoidable SQL of the same cycles, pgbench-style, one
+    psycopg connection per phone and no HTTP: claim (the phone's next 50 NEW rows leased
+    with SKIP LOCKED, their history rows), confirm (confirmed_at), report (SENT, then
+    DELIVERED, a history row each), a COMMIT after each step. Returns (SMS delivered,
+    seconds)."""
+    import uuid
+
+    import psycopg
+
+    from messaging.models import Status
+
+    new, taken, sent, done = (int(s) for s in (Status.NEW, Status.TAKEN, Status.SENT,
+                                                 Status.DELIVERED))  # fmt: skip
+    history = (
+        "INSERT INTO messaging_messagestatuschange "
+        "(message_id, from_status, to_status, changed_at, source, detail) "
+        "SELECT unnest(%s::bigint[]), %s, %s, now(), 'bench', ''"
+    )
+    counts: list[int] = []
+    gate = threading.Barrier(len(devices) + 1)
+    stop_at = [0.0]
+    finished: list[float] = []
+
+    def phone(device: int) -> None:
+        conn = psycopg.connect(lib.bench_database_url())
+        cycles = 0
+        gate.wait()
+        while time.perf_counter() < stop_at[0]:
+            lease = uuid.uuid4()
+            with conn.transaction():
+                ids = [r[0] for r in conn.execute(
+                    "UPDATE messaging_message SET status = %s, lease_id = %s, "
+                    "lease_expires_at = now() + interval '10 minutes', status_changed_at = now() "
+                    "WHERE id IN (SELECT id FROM messaging_message WHERE device_id = %s "
+                    "AND status = %s AND send_at <= now() ORDER BY urgent DESC, send_at, id "
+                    "LIMIT 50 FOR UPDATE SKIP LOCKED) RETURNING id",
+                    (taken, lease, device, new)).fetchall()]  # fmt: skip
+                conn.execute(history, (ids, new, taken))
+            if not ids:
+                break
+            with conn.transaction():
+                conn.execute("UPDATE messaging_message SET confirmed_at = now() "
+                             "WHERE id = ANY(%s) AND lease_id = %s", (ids, lease))  # fmt: skip
+            with conn.transaction():
+                for before, after, column in (
+                    (taken, sent, "sent_at"),
+                    (sent, done, "delivered_at"),
+                ):
+                    conn.execute(
+                        f"UPDATE messaging_message SET status = %s, {column} = now(), "  # noqa: S608
+                        "status_changed_at = now() WHERE id = ANY(%s) AND status = %s",
+                        (after, ids, before),
+                    )
+                    conn.execute(history, (ids, before, after))
+            cycles += len(ids)
+        conn.close()
+        counts.append(cycles)
+        finished.append(time.perf_counter())
+
+    threads = [threading.Thread(target=phone, args=(d,), daemon=True) for d in devices]
+    for thread in threads:
+        thread.start()
+    start = time.perf_counter()
+    stop_at[0] = start + limit
+    gate.wait()
+    for thread in threads:
+        thread.join()
+    return sum(counts), max(finished) - start
+
+
 def section_claims(env: dict[str, str], account: Any) -> None:
     from django.db import connection
 
@@ -726,9 +801,11 @@ def section_claims(env: dict[str, str], account: Any) -> None:
     pacing = {"segments_per_minute": 1000, "delay_between_sms": None}
     real = pair_devices(account, CLAIM_DEVICES, "claim", batch_size=50, **pacing)
     naive = pair_devices(account, CLAIM_DEVICES, "naive", batch_size=1, **pacing)
+    bare = pair_devices(account, CLAIM_DEVICES, "bare", batch_size=50, **pacing)
     started = time.perf_counter()
     n_real = submit_many(account, [d for d, _ in real], CLAIM_PER_DEVICE, seed=31)
     n_naive = submit_many(account, [d for d, _ in naive], BASELINE_PER_DEVICE, seed=32)
+    submit_many(account, [d for d, _ in bare], CLAIM_PER_DEVICE, seed=33)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE messaging_message")
     print(
@@ -756,6 +833,10 @@ def section_claims(env: dict[str, str], account: Any) -> None:
             print(stats_line("confirm", run.confirm_times, 30))
             print(stats_line("report (sent + delivered)", run.report_times, 30))
     real_run, naive_run = runs["batch_size 50 (real)"], runs["batch_size 1 (baseline)"]
+    bare_count, bare_seconds = bare_cycles([d for d, _ in bare], CLAIM_SECONDS)
+    bare_rate = bare_count / bare_seconds
+    print(f"  limit, the bare SQL of the same cycles ({CLAIM_DEVICES} connections, no HTTP): "
+          f"{bare_count:,} in {bare_seconds:.2f} s = {bare_rate:,.0f}/s")  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM messaging_message WHERE status = 7 AND device_id = ANY(%s)",
@@ -770,6 +851,11 @@ def section_claims(env: dict[str, str], account: Any) -> None:
     ratio = real_run.rate / naive_run.rate if naive_run.rate else float("inf")
     print(f"  real / baseline = {real_run.rate:,.0f} / {naive_run.rate:,.0f} = {ratio:.1f}x")
     claim_breakdown(account)
+    of_limit = real_run.rate / bare_rate
+    verdict(
+        f"[3] real / limit (bare SQL cycles) = {of_limit:.2f} vs target >= {CLAIM_OF_LIMIT}",
+        of_limit >= CLAIM_OF_LIMIT,
+    )
     verdict(
         f"[3] {real_run.rate:,.0f} claim+report cycles/s over HTTP vs target >= "
         f"{CLAIM_TARGET:,.0f} (ratio {real_run.rate / CLAIM_TARGET:.2f}; {ratio:.1f}x the "
