@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import json
 import os
 import pwd
@@ -41,6 +40,7 @@ import tests.test_replicas as replicas
 from tests.conftest import missing_tool
 from tests.test_background_integration import _free_port, wait_for
 from tests.test_replicas import Process
+from tests.test_replicas import exchange as call
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "outage-password-1"
@@ -171,29 +171,6 @@ print(json.dumps({{
     "compat_token": accounts.compat_token(user.account),
 }}))
 """
-
-
-def call(port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-         ) -> tuple[int, dict[str, str], Any]:  # fmt: skip
-    """(status, headers with lower-case names, the body parsed as JSON or the raw text)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    sent = {"Host": "127.0.0.1", **(headers or {})}
-    data = None
-    if isinstance(body, dict):
-        data, sent["Content-Type"] = json.dumps(body), "application/json"
-    elif isinstance(body, str):
-        data, sent["Content-Type"] = body, "application/x-www-form-urlencoded"
-    try:
-        conn.request(method, path, data, sent)
-        answer = conn.getresponse()
-        raw = answer.read()
-    finally:
-        conn.close()
-    received = {name.lower(): value for name, value in answer.getheaders()}
-    try:
-        return answer.status, received, json.loads(raw)
-    except ValueError:
-        return answer.status, received, raw.decode(errors="replace")
 
 
 class Client:

@@ -21,7 +21,6 @@ PostgreSQL + Redis only. PgBouncer missing: skipped locally, a failure with CI=t
 
 from __future__ import annotations
 
-import base64
 import os
 import pwd
 import re
@@ -32,7 +31,6 @@ import string
 import subprocess
 import sys
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -53,17 +51,18 @@ from contacts import services as contacts
 from contacts.models import Contact, Newsletter
 from devices import services as devices
 from devices.models import Device
-from gateway import services as accounts
 from messaging import webhooks
 from messaging.models import Message, Problem, Status, WebhookEvent
 from tests.conftest import missing_tool
 from tests.messaging.test_webhooks import Receiver
 from tests.test_background_integration import _database_url, _free_port, wait_for
 from tests.test_replicas import (
+    APIS,
     PASSWORD,
     AppPhone,
     OurPhone,
     Process,
+    Sender,
     _keep_running,
     _phones,
     cluster,
@@ -71,6 +70,7 @@ from tests.test_replicas import (
     http_call,
     phone_loop,
     server_user,
+    stored_once,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,14 +79,7 @@ PER_API = 6  # SMS each sender thread creates through each of the three APIs
 SENDERS = 2
 CONTACTS = 12
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        connection.vendor != "postgresql" or not django_settings.REDIS_URL,
-        reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL)",
-    ),
-]
+pytestmark = replicas.pytestmark  # slow, transactional, PostgreSQL + Redis only
 
 # What a process of the gateway logs when the pooler breaks it (an exception's traceback,
 # psycopg's and Django's errors, PgBouncer's own complaints as a client sees them).
@@ -307,9 +300,7 @@ def test_the_gateway_works_behind_pgbouncer_in_transaction_mode(
         last_seen_at=timezone.now() - timedelta(hours=1),
     )  # fmt: skip
     silent_phone = OurPhone(silent_token)
-    _, api_secret = accounts.create_api_token(account, "pgbouncer")
-    compat = accounts.compat_token(account)
-    basic = "Basic " + base64.b64encode(f"{user.email}:{PASSWORD}".encode()).decode()
+    creates = Sender(user)
     receiver = Receiver()
     status_hooks = webhooks.add_endpoint(account, "status", receiver.url)
     problem_hooks = webhooks.add_endpoint(account, "problem", receiver.url)
@@ -332,33 +323,19 @@ def test_the_gateway_works_behind_pgbouncer_in_transaction_mode(
         web = nodes.webs[0].port
 
         def send(api: str, device: int, number: str) -> None:
-            if api == "compat":
-                form = f"token={compat}&sendto=%2B{number[1:]}&body=hi&device_id={device}"
-                status, answer = http_call(web, "POST", "/getdata/addsms", form)
-                if status == 200 and answer.get("error") == 0:
-                    accepted.append((api, answer["sms_id"]))
-                    return
-            elif api == "rest":
-                status, answer = http_call(web, "POST", "/api/v1/messages",
-                                           {"to": number, "body": "hi", "device_id": device},
-                                           {"Authorization": f"Bearer {api_secret}"})  # fmt: skip
-                if status == 201:
-                    accepted.append((api, answer["messages"][0]["id"]))
-                    return
+            def call(*args: Any) -> tuple[int, Any]:
+                return http_call(web, *args)
+
+            status, answer, key = creates.send(call, api, device, number)
+            if key is None:
+                refused.append((api, status, answer))
             else:
-                body = {"phoneNumbers": [number], "textMessage": {"text": "hi"},
-                        "deviceId": str(device), "id": uuid.uuid4().hex}  # fmt: skip
-                status, answer = http_call(web, "POST", "/api/3rdparty/v1/messages", body,
-                                           {"Authorization": basic})  # fmt: skip
-                if status == 202:
-                    accepted.append((api, answer["id"]))
-                    return
-            refused.append((api, status, answer))
+                accepted.append((api, key))
 
         def sender(seed: int) -> Callable[[], None]:
             def run() -> None:
                 for i in range(PER_API):
-                    for j, api in enumerate(("compat", "rest", "smsgate")):
+                    for j, api in enumerate(APIS):
                         device = device_ids[(seed + i + j) % len(device_ids)]
                         send(api, device, f"+49157{seed}{i:03d}{j:03d}")
 
@@ -445,9 +422,7 @@ def test_the_gateway_works_behind_pgbouncer_in_transaction_mode(
     assert outgoing.filter(newsletter=newsletter).count() == CONTACTS
     assert outgoing.filter(newsletter__isnull=True).count() == len(accepted)
     assert set(outgoing.values_list("status", flat=True)) == {Status.DELIVERED}
-    for api, key in accepted:
-        rows = outgoing.filter(external_id=key) if api == "smsgate" else outgoing.filter(pk=key)
-        assert rows.count() == 1, (api, key)
+    stored_once(outgoing, accepted)
     # The sweep opened the problem once and resolved it; both were announced.
     assert silent.count() == 1 and silent.get().resolved_at is not None
     problem_events = events.filter(endpoint=problem_hooks)

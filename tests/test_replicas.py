@@ -127,10 +127,11 @@ class Process:
                 self.process.wait()
 
 
-def http_call(
+def exchange(
     port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any]:
-    """One request on a fresh connection; OSError when the process is gone or dies."""
+) -> tuple[int, dict[str, str], Any]:
+    """One request on a fresh connection: (status, the headers by lower-case name, the body
+    as JSON, else as text, None if empty); OSError when the process is gone or dies."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         data = None
@@ -146,10 +147,19 @@ def http_call(
         raise OSError(str(exc)) from None
     finally:
         conn.close()
+    received = {name.lower(): value for name, value in answer.getheaders()}
     try:
-        return answer.status, json.loads(raw) if raw else None
+        return answer.status, received, json.loads(raw) if raw else None
     except ValueError:
-        return answer.status, raw.decode(errors="replace")
+        return answer.status, received, raw.decode(errors="replace")
+
+
+def http_call(
+    port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """exchange() without the headers."""
+    status, _, payload = exchange(port, method, path, body, headers)
+    return status, payload
 
 
 class Cluster:
@@ -452,6 +462,46 @@ def _phones(account: Any, ours: int, apps: int) -> tuple[list[OurPhone], list[Ap
     return our_phones, app_phones, device_ids
 
 
+APIS = ("compat", "rest", "smsgate")
+
+
+class Sender:
+    """An account's SMS creates through the three public APIs, with its credentials (its
+    user's password hashed as the servers check it: server_user)."""
+
+    def __init__(self, user: Any) -> None:
+        _, self.rest = accounts.create_api_token(user.account, "sender")
+        self.compat = accounts.compat_token(user.account)
+        self.basic = "Basic " + base64.b64encode(f"{user.email}:{PASSWORD}".encode()).decode()
+
+    def send(self, call: Callable[..., tuple[int, Any]], api: str, device: int,
+             number: str) -> tuple[int, Any, Any]:  # fmt: skip
+        """One SMS through ``api`` by ``call(method, path, body, headers)``: (status,
+        answer, what identifies the SMS created, or None when it was refused)."""
+        if api == "compat":
+            form = f"token={self.compat}&sendto=%2B{number[1:]}&body=hi&device_id={device}"
+            status, answer = call("POST", "/getdata/addsms", form, {})
+            ok = status == 200 and answer.get("error") == 0
+            return status, answer, answer["sms_id"] if ok else None
+        if api == "rest":
+            body = {"to": number, "body": "hi", "device_id": device}
+            status, answer = call("POST", "/api/v1/messages", body,
+                                  {"Authorization": f"Bearer {self.rest}"})  # fmt: skip
+            return status, answer, answer["messages"][0]["id"] if status == 201 else None
+        body = {"phoneNumbers": [number], "textMessage": {"text": "hi"},
+                "deviceId": str(device), "id": uuid.uuid4().hex}  # fmt: skip
+        status, answer = call("POST", "/api/3rdparty/v1/messages", body,
+                              {"Authorization": self.basic})  # fmt: skip
+        return status, answer, answer["id"] if status == 202 else None
+
+
+def stored_once(outgoing: Any, accepted: list[tuple[str, Any]]) -> None:
+    """Every SMS an API accepted is stored, once (SMSGate's by its id, the others by ours)."""
+    for api, key in accepted:
+        rows = outgoing.filter(external_id=key) if api == "smsgate" else outgoing.filter(pk=key)
+        assert rows.count() == 1, (api, key)
+
+
 def server_user(make_user: Callable[..., Any], email: str, **extra: Any) -> Any:
     """A user whose password the server processes can check: the tests' fast hasher is
     not one of theirs, so it is hashed again with the gateway's own."""
@@ -498,9 +548,7 @@ def test_no_sms_is_sent_twice_or_lost_with_replicas_killed_at_random(tmp_path, m
     user = server_user(make_user, "replicas@example.com")
     account = user.account
     our_phones, app_phones, device_ids = _phones(account, ours=3, apps=3)
-    _, api_secret = accounts.create_api_token(account, "replicas")
-    compat = accounts.compat_token(account)
-    basic = "Basic " + base64.b64encode(f"{user.email}:{PASSWORD}".encode()).decode()
+    sender = Sender(user)
     receiver = Receiver()
     endpoint = webhooks.add_endpoint(account, "status", receiver.url)
     tag = contacts.save_tag(account, "customers")
@@ -520,27 +568,15 @@ def test_no_sms_is_sent_twice_or_lost_with_replicas_killed_at_random(tmp_path, m
             nonlocal ambiguous
             device = local.choice(device_ids)
             number = f"+49157{local.randrange(10**7):07d}"
-            api = local.choice(["compat", "rest", "smsgate"])
+            api = local.choice(APIS)
+
+            def call(*args: Any) -> tuple[int, Any]:
+                return nodes.call(local, *args, retry=False)
+
             try:
-                if api == "compat":
-                    form = f"token={compat}&sendto=%2B{number[1:]}&body=hi&device_id={device}"
-                    status, answer = nodes.call(local, "POST", "/getdata/addsms", form, retry=False)
-                    if status == 200 and answer.get("error") == 0:
-                        accepted.append((api, answer["sms_id"]))
-                elif api == "rest":
-                    body = {"to": number, "body": "hi", "device_id": device}
-                    status, answer = nodes.call(local, "POST", "/api/v1/messages", body,
-                                                {"Authorization": f"Bearer {api_secret}"},
-                                                retry=False)  # fmt: skip
-                    if status == 201:
-                        accepted.append((api, answer["messages"][0]["id"]))
-                else:
-                    body = {"phoneNumbers": [number], "textMessage": {"text": "hi"},
-                            "deviceId": str(device), "id": uuid.uuid4().hex}  # fmt: skip
-                    status, answer = nodes.call(local, "POST", "/api/3rdparty/v1/messages",
-                                                body, {"Authorization": basic}, retry=False)  # fmt: skip
-                    if status == 202:
-                        accepted.append((api, answer["id"]))
+                _, _, key = sender.send(call, api, device, number)
+                if key is not None:
+                    accepted.append((api, key))
             except OSError:
                 ambiguous += 1  # the process died with the request: it may or may not be stored
             time.sleep(0.05)
@@ -594,14 +630,8 @@ def test_no_sms_is_sent_twice_or_lost_with_replicas_killed_at_random(tmp_path, m
     stored = set(outgoing.values_list("id", flat=True))
     assert set(sent) == stored
     assert set(outgoing.values_list("status", flat=True)) == {Status.DELIVERED}
-    rows_of = {
-        "compat": lambda key: outgoing.filter(pk=key),
-        "rest": lambda key: outgoing.filter(pk=key),
-        "smsgate": lambda key: outgoing.filter(external_id=key),
-    }
-    assert {api for api, _ in accepted} == set(rows_of), Counter(api for api, _ in accepted)
-    for api, key in accepted:
-        assert rows_of[api](key).count() == 1, (api, key)
+    assert {api for api, _ in accepted} == set(APIS), Counter(api for api, _ in accepted)
+    stored_once(outgoing, accepted)
     direct = outgoing.filter(newsletter__isnull=True).count()
     assert len(accepted) <= direct <= len(accepted) + ambiguous
     # The newsletter fanned out once, with two beats and workers killed under it.
