@@ -261,91 +261,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Gunicorn:
-    """``gunicorn gateway.wsgi`` (or another WSGI ``app``, e.g. a bench's minimal
-    reference) on 127.0.0.1 in its own process group; stop() ends that group only (by the
-    id of the process we started). The control socket and the log live in ``folder`` (the
-    bench's temporary GATEWAY_VAR_DIR), so nothing is written in $HOME.
-    """
-
-    def __init__(
-        self,
-        env: dict[str, str],
-        folder: str,
-        *,
-        workers: int = 2,
-        threads: int = 4,
-        extra: tuple[str, ...] = (),
-        app: str = "gateway.wsgi",
-    ) -> None:
-        import subprocess
-
-        self.port = free_port()
-        self.log_path = Path(folder) / f"gunicorn-{self.port}.log"
-        self.command = [
-            str(Path(sys.executable).parent / "gunicorn"),
-            app,
-            "-c",
-            "python:gateway.gunicorn_conf",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--control-socket",
-            str(Path(folder) / f"gunicorn-{self.port}.ctl"),
-            *extra,
-        ]
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            self.command,
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: Ctrl-C is ours to handle
-        )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        import http.client
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"gunicorn exited with {self.process.returncode}:\n{self.tail()}"
-                )
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/healthz")
-                ok = conn.getresponse().status == 200
-                conn.close()
-                if ok and len(self.worker_pids()) >= 1:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn not ready after {timeout:.0f} s:\n{self.tail()}")
-
-    def worker_pids(self) -> list[int]:
-        """The worker processes: children of the master we started."""
-        return child_pids(self.process.pid)
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def stop(self) -> None:
-        if self.log.closed:
-            return  # stopped already
-        stop_group(self.process)
-        self.log.close()
-        print(f"[cleanup] gunicorn (pid {self.process.pid}, port {self.port}) stopped")
-
-
 class Spawned:
     """A server process (``command``) on this machine in its own process group, logging to
     ``folder``; stop() ends that group only (by the id of the process we started)."""
@@ -406,6 +321,50 @@ class Spawned:
         stop_group(self.process)
         self.log.close()
         print(f"[cleanup] {self.name} (pid {self.process.pid}) stopped")
+
+
+class Gunicorn(Spawned):
+    """``gunicorn gateway.wsgi`` (or another WSGI ``app``, e.g. a bench's minimal
+    reference) on 127.0.0.1 in its own process group (Spawned). The control socket and the
+    log live in ``folder`` (the bench's temporary GATEWAY_VAR_DIR), so nothing is written
+    in $HOME.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        folder: str,
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        extra: tuple[str, ...] = (),
+        app: str = "gateway.wsgi",
+    ) -> None:
+        self.port = free_port()
+        command = [
+            str(Path(sys.executable).parent / "gunicorn"),
+            app,
+            "-c",
+            "python:gateway.gunicorn_conf",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--control-socket",
+            str(Path(folder) / f"gunicorn-{self.port}.ctl"),
+            *extra,
+        ]
+        super().__init__(f"gunicorn-{self.port}", command, env, folder)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until /healthz answers (a worker answers it: the master serves nothing)."""
+        self.wait_http(self.port, timeout)
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes: children of the master we started."""
+        return child_pids(self.process.pid)
 
 
 class Uvicorn(Spawned):
