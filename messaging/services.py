@@ -575,6 +575,8 @@ class MessageFilter:
     incoming: bool | None = None  # True: only incoming, False: only outgoing
 
 
+LISTED_TIMES = ("created_at", "sent_at", "send_at")
+# The columns of a listed row, in order (list_messages' tuples); the times come last.
 LISTED_FIELDS = (
     "id",
     "phone",
@@ -583,13 +585,11 @@ LISTED_FIELDS = (
     "status",
     "device_id",
     "urgent",
-    "created_at",
-    "sent_at",
-    "send_at",
     "sim",
     "newsletter_id",
     "newsletter__title",
     "newsletter__body",
+    *LISTED_TIMES,
 )
 
 
@@ -619,7 +619,6 @@ def filtered_messages(account: Account, query: MessageFilter) -> QuerySet[Messag
     return messages
 
 
-LISTED_TIMES = ("created_at", "sent_at", "send_at")
 LOCAL_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -631,14 +630,16 @@ def list_messages(
     after_id: int | None = None,
     newest_first: bool = False,
     local_times: ZoneInfo | None = None,
-) -> tuple[list[dict[str, Any]], bool]:
-    """One page of the account's messages (incoming included) as plain dicts, by id.
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """One page of the account's messages (incoming included) as tuples of LISTED_FIELDS'
+    values, by id.
 
     ``after_id`` continues a previous page (keyset paging: any depth costs the same).
     ``local_times``: the LISTED_TIMES come as text in that zone (LOCAL_FORMAT, to the
     second, None for none) instead of datetimes; PostgreSQL formats them, which saves
-    parsing and converting three timestamps per row here. Returns the rows and whether
-    more follow. Reads only.
+    parsing and converting three timestamps per row here. Tuples, not dicts: a 500-row
+    page spent as long building and renaming dicts as PostgreSQL spent finding the rows.
+    Returns the rows and whether more follow. Reads only.
     """
     messages = filtered_messages(account, query)
     # A date window is read in creation order from the (account, created_at, id) index;
@@ -654,22 +655,21 @@ def list_messages(
         order = ["-" + field for field in order]
     limit = max(1, min(limit, MAX_PAGE))
     page = messages.order_by(*order)
+    fields = LISTED_FIELDS[: -len(LISTED_TIMES)]
+    rows: list[tuple[Any, ...]]
     if local_times is not None and _zone_in_postgresql(local_times):
-        local = {name: _local_text(name, local_times) for name in LISTED_TIMES}
-        fields = [f for f in LISTED_FIELDS if f not in LISTED_TIMES]
-        rows = list(page.annotate(**{f"local_{k}": v for k, v in local.items()}).values(
-            *fields, *(f"local_{name}" for name in LISTED_TIMES))[: limit + 1])  # fmt: skip
-        for row in rows:
-            for name in LISTED_TIMES:
-                row[name] = row.pop(f"local_{name}")
+        local = {f"local_{name}": _local_text(name, local_times) for name in LISTED_TIMES}
+        rows = list(page.annotate(**local).values_list(*fields, *local)[: limit + 1])
     else:
-        rows = list(page.values(*LISTED_FIELDS)[: limit + 1])
+        rows = list(page.values_list(*LISTED_FIELDS)[: limit + 1])
         if local_times is not None:
-            for row in rows:
-                for name in LISTED_TIMES:
-                    if row[name] is not None:
-                        row[name] = f"{row[name].astimezone(local_times):{LOCAL_FORMAT}}"
+            rows = [(*row[: len(fields)], *(_local(t, local_times) for t in row[len(fields) :]))
+                    for row in rows]  # fmt: skip
     return rows[:limit], len(rows) > limit
+
+
+def _local(value: datetime | None, zone: ZoneInfo) -> str | None:
+    return None if value is None else f"{value.astimezone(zone):{LOCAL_FORMAT}}"
 
 
 def _local_text(field: str, zone: ZoneInfo) -> Func:

@@ -1219,10 +1219,11 @@ def test_listed_local_times_agree_with_python_on_every_backend(owner, device, zo
     local = ZoneInfo(zone)
     expected = [f"{i.astimezone(local):%Y-%m-%d %H:%M:%S}" for i in instants]
     rows, _ = services.list_messages(owner.account, services.MessageFilter(), local_times=local)
-    assert [r["created_at"] for r in rows] == [r["send_at"] for r in rows] == expected
-    assert {r["sent_at"] for r in rows} == {None}
+    created, sent, send_at = (services.LISTED_FIELDS.index(t) for t in services.LISTED_TIMES)
+    assert [r[created] for r in rows] == [r[send_at] for r in rows] == expected
+    assert {r[sent] for r in rows} == {None}
     # On PostgreSQL, that was PostgreSQL's formatting; now Python's, as for a zone it lacks.
     assert services._POSTGRESQL_ZONES.get(zone, False) is (connection.vendor == "postgresql")
     monkeypatch.setitem(services._POSTGRESQL_ZONES, zone, False)
     rows, _ = services.list_messages(owner.account, services.MessageFilter(), local_times=local)
-    assert [r["created_at"] for r in rows] == expected
+    assert [r[created] for r in rows] == expected
