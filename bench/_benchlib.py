@@ -883,6 +883,28 @@ def explain_statements(statements: list[str]) -> tuple[list[str], bool, str]:
     return lines, seq_scan, "; ".join(scans)
 
 
+EXECUTION = re.compile(r"Execution Time: ([\d.]+) ms")
+
+
+def execution_ms(plan: list[str]) -> float:
+    """The summed ``Execution Time`` of EXPLAIN ANALYZE plans (explain_statements' lines)."""
+    return sum(float(m.group(1)) for m in map(EXECUTION.search, plan) if m)
+
+
+def redump_ms(content: bytes) -> float:
+    """What serializing an answer costs when its rows are already shaped: ``content``
+    parsed, then ``orjson.dumps`` of it timed (median of 20), in ms. Half of a page's limit."""
+    import orjson
+
+    answer = orjson.loads(content)
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        orjson.dumps(answer)
+        times.append(time.perf_counter() - started)
+    return percentile(times, 50) * 1000
+
+
 # --- An open-loop load over keep-alive connections -----------------------------------------
 
 

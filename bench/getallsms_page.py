@@ -46,7 +46,6 @@ Bounded: 1.2 M rows (~30 s to load), 50 requests per filter for the real path an
 from __future__ import annotations
 
 import random
-import re
 import sys
 import time
 import types
@@ -66,7 +65,6 @@ BASELINE_REQUESTS = 50
 BASELINE_DEEP_REQUESTS = 20
 TARGET_P95_MS = 50.0
 TARGET_OF_LIMIT = 3.0  # real p95 / (the query's execution + serializing the shaped page)
-EXECUTION = re.compile(r"Execution Time: ([\d.]+) ms")
 SEED = 20240531
 
 RARE_STATUS = 21  # expired, 2% of the rows (lib.STATUS_MIX)
@@ -283,16 +281,8 @@ def fetch(client: Any, url: str, params: dict) -> tuple[float, list[int]]:
 
 
 def dumps_ms(client: Any, url: str, params: dict) -> float:
-    """The page's own answer, already shaped, serialized again by orjson (median of 20)."""
-    import orjson
-
-    answer = orjson.loads(client.get(url, params).content)
-    times = []
-    for _ in range(20):
-        started = time.perf_counter()
-        orjson.dumps(answer)
-        times.append(time.perf_counter() - started)
-    return lib.percentile(times, 50) * 1000
+    """The page's own answer, already shaped, serialized again by orjson."""
+    return lib.redump_ms(client.get(url, params).content)
 
 
 def explain(client: Any, url: str, params: dict) -> tuple[list[str], bool, str]:
@@ -357,7 +347,7 @@ def main() -> None:
                 flag = "  <-- Seq Scan on messaging_message!" if seq_scan else ""
                 print(f"\n--- {name}{flag}")
                 print("\n".join("    " + line for line in plan))
-                executed = sum(float(m.group(1)) for m in map(EXECUTION.search, plan) if m)
+                executed = lib.execution_ms(plan)
                 results.append(
                     {"name": name, "seq_scan": seq_scan, "scan": scan, "exec_ms": executed}
                 )

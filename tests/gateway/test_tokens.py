@@ -33,6 +33,29 @@ def test_an_account_has_several_named_tokens_each_revocable(account):
     services.revoke_token(account, first.pk)
 
 
+def test_a_token_is_loaded_with_its_account_as_the_orm_loads_them(account, settings):
+    """authenticate_token writes its one statement itself: the token and its account come
+    back as the ORM reads them (aware times on every backend), in one query."""
+    from django.test.utils import CaptureQueriesContext
+
+    settings.TOKEN_LAST_USED_RESOLUTION_SECONDS = 3600
+    token, secret = services.create_api_token(account, "shop")
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    with CaptureQueriesContext(connection) as queries:
+        found = services.authenticate_token(secret)
+        assert found is not None
+        loaded_account = found.account
+    assert len(queries) == 1
+    expected = ApiToken.objects.select_related("account").get(pk=token.pk)
+    for field in ApiToken._meta.concrete_fields:
+        assert getattr(found, field.attname) == getattr(expected, field.attname), field.name
+    for field in type(account)._meta.concrete_fields:
+        value = getattr(loaded_account, field.attname)
+        assert value == getattr(expected.account, field.attname), field.name
+    assert timezone.is_aware(found.created_at) and timezone.is_aware(loaded_account.created_at)
+    assert found._state.adding is False and found._state.db == "default"
+
+
 def test_unknown_and_malformed_tokens_do_not_authenticate(account):
     assert services.authenticate_token("") is None
     assert services.authenticate_token("x" * 500) is None

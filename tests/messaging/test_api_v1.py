@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.cache import cache
@@ -744,11 +744,13 @@ def test_a_message_is_rendered_as_its_fields_declare(setup):
         status=Status.DELIVERED, sent_at=timezone.now(),
         delivered_at=timezone.now() + timedelta(microseconds=123456), error_detail="late",
     )  # fmt: skip
+    Message.objects.filter(pk=ids[1]).update(send_at=datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
     Message.objects.create(
         account=account, device=device, phone="+4915700000001", body="in", status=Status.INCOMING
     )
     rows = list(Message.objects.filter(account=account).order_by("id"))
     assert len(rows) == 3
+    assert rows[1].send_at.microsecond == 0  # ISO 8601 without a fraction
     for row in rows:
         fast = MessageSerializer(row).data
         reference = serializers.Serializer.to_representation(MessageSerializer(), row)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
@@ -231,11 +231,13 @@ class MessageSerializer(serializers.Serializer):
         }
 
 
-_TIME = serializers.DateTimeField()
-
-
 def _time(value: datetime | None) -> str | None:
-    return None if value is None else _TIME.to_representation(value)
+    """A DateTimeField's rendering (ISO 8601 in UTC, the settings' zone, "Z" for +00:00)
+    without its two zone lookups per value: a 50-item page has 200 times."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class MessageDetailSerializer(MessageSerializer):
