@@ -727,6 +727,31 @@ def test_a_csv_import_without_a_phone_column_is_a_400(setup):
     }
 
 
+def test_a_list_page_reads_messages_in_one_statement_whatever_its_size(setup):
+    """The list reads only the columns a message shows: a page of 1 and a page of 20
+    issue the same statements (a column left out would cost one query per item)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    api, account, device = setup
+    messaging.submit(account, [messaging.OutgoingSms(device.pk, f"+49157000{i:04d}", f"m{i}")
+                               for i in range(20)])  # fmt: skip
+    Message.objects.filter(account=account).update(
+        sent_at=timezone.now(), delivered_at=timezone.now(), error_detail="x"
+    )
+    api.get("messages")  # the token's first use is recorded once
+    counts = []
+    for size in (1, 20):
+        with CaptureQueriesContext(connection) as queries:
+            page = api.get("messages", {"page_size": size}).json()
+        assert len(page["results"]) == size
+        reads = [q["sql"] for q in queries.captured_queries if "messaging_message" in q["sql"]]
+        assert len(reads) == 1, reads
+        counts.append(len(queries.captured_queries))
+    assert counts[0] == counts[1]
+    assert '"lease_id"' not in reads[0] and '"body"' in reads[0]
+
+
 def test_a_message_is_rendered_as_its_fields_declare(setup):
     """MessageSerializer builds its dict directly; DRF's field-by-field rendering of the
     same fields is the reference: equal values, equal key order, for every kind of row."""

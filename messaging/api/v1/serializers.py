@@ -191,6 +191,13 @@ class MessageSerializer(serializers.Serializer):
     delivered_at = serializers.DateTimeField(allow_null=True)
     error_detail = serializers.CharField()
 
+    @classmethod
+    def columns(cls) -> list[str]:
+        """The model fields the rendering reads (its method fields read status and body)."""
+        declared = cls._declared_fields.items()
+        method = serializers.SerializerMethodField
+        return [f.source or name for name, f in declared if not isinstance(f, method)]
+
     def get_direction(self, message: Message) -> str:
         return "incoming" if message.status == Status.INCOMING else "outgoing"
 
