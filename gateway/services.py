@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from gateway import counters
+from gateway import counters, rows
 from gateway.models import Account, ApiToken, User
 
 log = logging.getLogger(__name__)
@@ -231,7 +229,11 @@ def authenticate_token(secret: str) -> ApiToken | None:
     """
     if not secret or len(secret) > 200:
         return None
-    token = _live_token(hash_token(secret))
+    # The token and its account in one statement written once (gateway.rows): the ORM's
+    # queryset took 0.73 ms a call to build and run, this 0.35.
+    token = rows.first_with(
+        ApiToken, "account", "t.token_hash = %s AND t.revoked_at IS NULL", [hash_token(secret)]
+    )
     if token is None:
         return None
     now = timezone.now()
@@ -240,50 +242,6 @@ def authenticate_token(secret: str) -> ApiToken | None:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     return token
-
-
-def _live_token(token_hash: str) -> ApiToken | None:
-    """The unrevoked token with this hash, its account loaded with it in one statement.
-
-    What ``select_related("account").filter(...).first()`` does, with the SQL written once:
-    building and compiling that queryset on every request took longer than PostgreSQL took
-    to run it (0.73 ms per call against 0.35, timed side by side). Rows go through the
-    fields' own database converters, as the ORM's do (SQLite's times come naive).
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(_token_statement(), [token_hash])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    split = len(ApiToken._meta.concrete_fields)
-    token = _from_row(ApiToken, row[:split])
-    ApiToken.account.field.set_cached_value(token, _from_row(Account, row[split:]))
-    return token
-
-
-@functools.cache
-def _token_statement() -> str:
-    columns = [f't."{f.column}"' for f in ApiToken._meta.concrete_fields]
-    columns += [f'a."{f.column}"' for f in Account._meta.concrete_fields]
-    return (
-        f"SELECT {', '.join(columns)} FROM {ApiToken._meta.db_table} t "  # noqa: S608
-        f'JOIN {Account._meta.db_table} a ON a."{Account._meta.pk.column}" = '
-        f't."{ApiToken._meta.get_field("account").column}" '
-        "WHERE t.token_hash = %s AND t.revoked_at IS NULL"
-    )
-
-
-def _from_row(model: type[Any], values: Sequence[Any]) -> Any:
-    fields = model._meta.concrete_fields
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        column = field.get_col(model._meta.db_table)
-        for convert in connection.ops.get_db_converters(column) + field.get_db_converters(
-            connection
-        ):
-            value = convert(value, column, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
 
 
 def account_owner(account: Account) -> User | None:

@@ -148,3 +148,22 @@ def test_nothing_of_theirs_is_listed_and_nothing_changed(world):
     assert Message.objects.get(account=other, external_id="t1").status == Status.NEW
     assert WebhookEndpoint.objects.filter(account=other, client_id="w1").exists()
     assert phone_settings.read(other) == {"ping": {"interval_seconds": 77}}
+
+
+@pytest.mark.parametrize("sub", ["mine", "not-a-number", "9" * 30])
+def test_a_token_names_its_own_account_or_nothing(world, make_user, sub):
+    """A JWT is good only with the account its row was issued to: the same jti signed for
+    another account (even with the server's key), or for no account id at all, is refused
+    with 401, never read as someone else's or answered with a 500."""
+    import jwt
+
+    pair = world["pair"]
+    claims = jwt.decode(pair.access, options={"verify_signature": False})
+    mine = make_user("third@example.com", PASSWORD).account
+    claims["sub"] = str(mine.pk) if sub == "mine" else sub
+    forged = jwt_tokens._encode(claims)
+    with pytest.raises(jwt_tokens.InvalidToken):
+        jwt_tokens.authenticate(forged)
+    answer = Client(headers={"authorization": f"Bearer {forged}"}).get(f"{API}/messages")
+    assert answer.status_code == 401
+    assert jwt_tokens.authenticate(pair.access).account == world["other"].account
