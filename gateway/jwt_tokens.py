@@ -139,9 +139,8 @@ def authenticate(token: str) -> Caller:
     except jwt.PyJWTError:
         raise InvalidToken("invalid or expired token") from None
     account_id = claims["sub"]  # ours (the signature holds): an account's id as text
-    if not (isinstance(account_id, str) and account_id.isascii() and account_id.isdigit()):
-        raise InvalidToken("invalid token")
-    if len(account_id) > 18:  # beyond a bigint
+    if not (isinstance(account_id, str) and account_id.isascii() and account_id.isdigit()
+            and len(account_id) <= 18):  # fmt: skip
         raise InvalidToken("invalid token")
     row = rows.first_with(
         IssuedJwt,

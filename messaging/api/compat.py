@@ -277,8 +277,8 @@ def getallsms(call: Call) -> HttpResponse:
     return answer(payload)
 
 
-# A status as getallsms shows it: its number and its word (Status(value) per row is slow).
-_STATUS_WIRE = {status.value: (status.value, status.short_title) for status in Status}
+# The word getallsms shows beside a status (Status(value).short_title per row is slow).
+_STATUS_TITLES = {status.value: status.short_title for status in Status}
 
 
 def _sms_items(rows: list[tuple[Any, ...]], zone: ZoneInfo) -> dict[str, dict[str, Any]]:
@@ -286,14 +286,13 @@ def _sms_items(rows: list[tuple[Any, ...]], zone: ZoneInfo) -> dict[str, dict[st
     smss = {}
     for (sms_id, phone, body, customer_id, status, device_id, urgent, sim, newsletter_id,
          newsletter_title, newsletter_body, created, sent, send_at) in rows:  # fmt: skip
-        number, title = _STATUS_WIRE[status]
         smss[str(sms_id)] = {
             "id": sms_id,
             "sendto": phone,
             "body": body,
             "customerid": customer_id,
-            "status": number,
-            "statustitle": title,
+            "status": status,
+            "statustitle": _STATUS_TITLES[status],
             "deviceid": device_id,
             "urgent": True if urgent else None,
             "created": php_local(created, zone),
