@@ -311,19 +311,12 @@ if CELERY_BROKER_URL:
 else:
     # No server needed: kombu's filesystem transport exchanges messages through a folder
     # that web, worker and beat all see.
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    from gateway.embedded_broker import transport_options
+
     # The host is a placeholder (the transport uses the folders below); naming one keeps
     # kombu from warning "No hostname was supplied" in every process at start.
     CELERY_BROKER_URL = "filesystem://localhost/"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = transport_options(VAR_DIR / "broker")
     CELERY_RESULT_BACKEND = None
 
 # A task sent after a commit must not hold the request when the broker hangs: the work is
