@@ -116,6 +116,14 @@ _LEASE_FIELDS = (
     "delivery_report",
 )
 
+# What a claim reads of each candidate: what it is served with, and what its move needs.
+_CLAIM_FIELDS = tuple(
+    dict.fromkeys(
+        [f for f in _LEASE_FIELDS if f not in ("not_before_at", "lease_expires_at")]
+        + list(lifecycle.LOCKED_COLUMNS)
+    )
+)
+
 # A phone protocol whose phone starts sending without confirming first (the SMSGate app:
 # its first state report is the confirmation) cannot have a lease return to the queue while
 # the phone may still send it. Its leases are fenced instead: the phone is told the
@@ -214,22 +222,33 @@ def _due(device: Device, sims: list[int], now: datetime) -> Any:
 # Confirmed pooled messages the phone is asked to give back (devices.pools).
 _REVOKE = Q(status=Status.TAKEN, revoke_requested_at__isnull=False)
 
+# Both lists in one statement; each part reads its own partial index with its own limit.
+_MESSAGES = Message._meta.db_table
+_CANCELLATIONS_SQL = (
+    f"SELECT 0, id FROM (SELECT id FROM {_MESSAGES} WHERE device_id = %s AND status = %s "  # noqa: S608 - model names
+    "AND confirmed_at IS NOT NULL AND status_changed_at >= %s ORDER BY id LIMIT 100) c "
+    "UNION ALL "
+    f"SELECT 1, id FROM (SELECT id FROM {_MESSAGES} WHERE device_id = %s AND status = %s "
+    "AND revoke_requested_at IS NOT NULL ORDER BY id LIMIT 100) r"
+)
+
 
 def _cancellations(device: Device, now: datetime) -> tuple[list[int], list[int]]:
-    """What the phone must hear of: (cancelled after it confirmed them, asked back). Two
-    reads of two small partial indexes, each with its own limit, so neither list can
-    crowd out the other."""
-    cancelled = Message.objects.filter(
-        device=device,
-        status=Status.CANCELLED,
-        confirmed_at__isnull=False,
-        status_changed_at__gte=now - timedelta(hours=CANCEL_NOTICE_HOURS),
+    """What the phone must hear of: (cancelled after it confirmed them, asked back), each
+    list at most 100, in id order, so neither can crowd out the other."""
+    since = Message._meta.get_field("status_changed_at").get_db_prep_value(
+        now - timedelta(hours=CANCEL_NOTICE_HOURS), connection
     )
-    revoke = Message.objects.filter(_REVOKE, device=device)
-    return (
-        list(cancelled.order_by("id").values_list("id", flat=True)[:100]),
-        list(revoke.order_by("id").values_list("id", flat=True)[:100]),
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CANCELLATIONS_SQL,
+            [device.pk, int(Status.CANCELLED), since, device.pk, int(Status.TAKEN)],
+        )
+        rows = cursor.fetchall()
+    lists: tuple[list[int], list[int]] = ([], [])
+    for which, message_id in sorted(rows):
+        lists[which].append(message_id)
+    return lists
 
 
 def return_expired_leases(device: Device | None = None, *, limit: int = 1000) -> int:
@@ -292,6 +311,7 @@ def poll(
     horizon = now + timedelta(seconds=device.delay_between_requests + 30)
     if room > 0 and device.enabled and _due(device, sims, now).exists():
         claims: dict[int, tuple[datetime, datetime]] = {}
+        claimed: dict[int, dict[str, Any]] = {}
         with transaction.atomic():
             slots = {
                 s.slot: s
@@ -310,18 +330,19 @@ def poll(
                 if quota is not None and (quota.blocked or quota.left == 0):
                     continue
                 pacer = Pacer(slot, device.delay_between_sms or 0, device.segments_per_minute, now)
+                # Read whole, as they are served, under the lock the lease needs.
                 candidates = (
-                    _due(device, [sim], now)
+                    lifecycle.lockable(_due(device, [sim], now))
                     .order_by("-urgent", "send_at", "id")
-                    .select_for_update(skip_locked=True)
-                    .values_list(
-                        "id", "urgent", "segments", "send_at", "phone", "pool_id", "valid_until"
-                    )[:room]
+                    .select_for_update(skip_locked=True, of=("self",))
+                    .values(*_CLAIM_FIELDS)[:room]
                 )
-                for message_id, urgent, segments, due_at, phone, pool_id, until in candidates:
-                    if quota is not None and not quota.admit(phone):
+                for row in candidates:
+                    message_id, urgent, due_at = row["id"], row["urgent"], row["send_at"]
+                    pool_id, until = row["pool_id"], row["valid_until"]
+                    if quota is not None and not quota.admit(row["phone"]):
                         continue
-                    send_at = pacer.schedule(now, urgent, segments)
+                    send_at = pacer.schedule(now, urgent, row["segments"])
                     if until is not None and send_at > until:
                         # Paced past its own validity: never handed out (it expires).
                         pacer.undo()
@@ -337,12 +358,23 @@ def poll(
                         else send_at + timedelta(seconds=settings.DEVICE_LEASE_SECONDS)
                     )
                     claims[message_id] = (send_at, expires)
+                    claimed[message_id] = row
                     room -= 1
                 pacer.save()
-            moved = lifecycle.lease(device, claims, lease_id, source=f"poll by device {device.pk}")
-        if moved:
-            fresh = Message.objects.filter(id__in=moved).values(*_LEASE_FIELDS)
-            leases += sorted(fresh, key=lambda r: (not r["urgent"], r["not_before_at"], r["id"]))
+            moved = lifecycle.lease(
+                device,
+                claims,
+                lease_id,
+                source=f"poll by device {device.pk}",
+                locked={
+                    i: tuple(row[c] for c in lifecycle.LOCKED_COLUMNS) for i, row in claimed.items()
+                },
+            )
+        fresh = [
+            {**claimed[i], "not_before_at": claims[i][0], "lease_expires_at": claims[i][1]}
+            for i in moved
+        ]
+        leases += sorted(fresh, key=lambda r: (not r["urgent"], r["not_before_at"], r["id"]))
     return PollResult(
         messages=[_lease_of(row) for row in leases],
         cancelled=cancelled,
@@ -436,11 +468,17 @@ def report(device: Device, outcomes: list[Outcome]) -> list[ReportResult]:
         results.append(answers[item.message_id])
         if answers[item.message_id] == "applied":  # the same item again finds it done
             answers[item.message_id] = "unchanged"
-    statuses = dict(
-        Message.objects.filter(id__in=[o.message_id for o in outcomes], device=device).values_list(
-            "id", "status"
+    # Each message's status afterwards: the target of its last outcome applied (or found
+    # done); read back only for the others.
+    statuses: dict[int, int | None] = {}
+    for item, result in zip(outcomes, results, strict=True):
+        if item.status != REVOKED and result != "refused":
+            statuses[item.message_id] = int(item.status)
+    unknown = {o.message_id for o in outcomes} - statuses.keys()
+    if unknown:
+        statuses.update(
+            Message.objects.filter(id__in=unknown, device=device).values_list("id", "status")
         )
-    )
     return [
         ReportResult(item.message_id, result, statuses.get(item.message_id))
         for item, result in zip(outcomes, results, strict=True)

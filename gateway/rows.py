@@ -48,12 +48,13 @@ def _statement(model: type[models.Model], relation: str, where: str) -> str:
 
 def _instance(model: Any, values: Sequence[Any]) -> Any:
     fields = model._meta.concrete_fields
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        column = field.get_col(model._meta.db_table)
-        for convert in connection.ops.get_db_converters(column) + field.get_db_converters(
-            connection
-        ):
-            value = convert(value, column, connection)
-        converted.append(value)
+    converted = [from_db(f, v) for f, v in zip(fields, values, strict=True)]
     return model.from_db(connection.alias, [f.attname for f in fields], converted)
+
+
+def from_db(field: Any, value: Any) -> Any:
+    """``value``, as this database returned it for ``field``'s column, as the ORM reads it."""
+    column = field.get_col(field.model._meta.db_table)
+    for convert in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
+        value = convert(value, column, connection)
+    return value

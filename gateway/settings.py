@@ -199,6 +199,14 @@ else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "gateway.sqlite3")}
 
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    import sqlite3
+
+    # The message moves read what they wrote with UPDATE ... RETURNING (SQLite 3.35, 2021).
+    if sqlite3.sqlite_version_info < (3, 35):
+        raise ImproperlyConfigured(
+            f"the embedded database needs SQLite 3.35 or newer; Python here links "
+            f"{sqlite3.sqlite_version}. Use a newer system or set DATABASE_URL (PostgreSQL)."
+        )
     # Web workers, the Celery worker and beat share one file: WAL lets readers run beside
     # the writer, IMMEDIATE takes the write lock at BEGIN (so two transactions never
     # deadlock upgrading a read lock), and the timeout makes writers queue instead of failing.

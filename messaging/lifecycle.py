@@ -38,6 +38,7 @@ from devices import wake
 from devices.models import Device
 from gateway import metrics
 from gateway.models import Account
+from gateway.rows import from_db
 from messaging import webhooks
 from messaging.models import (
     CONFIRMED,
@@ -108,6 +109,14 @@ def _db_value(column: str, value: Any) -> Any:
 # (id, status, newsletter, account, device, status webhooks listened): what a move reads of
 # each row, under lock.
 LockedRow = tuple[int, int, int | None, int, int | None, bool]
+LOCKED_COLUMNS = ("id", "status", "newsletter_id", "account_id", "device_id", "listened")
+
+
+def lockable(queryset: models.QuerySet[Message]) -> models.QuerySet[Message]:
+    """``queryset`` able to read LOCKED_COLUMNS: its ``values_list(*LOCKED_COLUMNS)``, read
+    with ``select_for_update`` in the caller's transaction, is each row's LockedRow."""
+    listened = RawSQL(webhooks.status_listened_sql(_TABLE), (), BooleanField())  # noqa: S611
+    return queryset.annotate(listened=listened)
 
 
 def locked_rows_sql(
@@ -158,9 +167,11 @@ def _update_rows(
     fields: Mapping[str, Any],
     first_time: Mapping[str, Any],
     per_message: Mapping[int, Mapping[str, Any]] | None,
-) -> int:
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
     """UPDATE ``group`` (still in ``from_status``): ``fields`` set, ``first_time`` set where
-    still NULL, ``per_message`` each message's own value (CASE on the id)."""
+    still NULL, ``per_message`` each message's own value (CASE on the id). One row per
+    message updated: its ``returning`` columns afterwards, as the ORM reads them."""
     sets: list[str] = []
     params: list[Any] = []
     for column, value in fields.items():
@@ -177,12 +188,16 @@ def _update_rows(
         )
         for message_id, value in whens:
             params += [message_id, _db_value(column, value)]
+    sql = f"UPDATE {_TABLE} SET {', '.join(sets)} WHERE id IN ({_marks(group)}) AND status = %s"  # noqa: S608 - model names
+    fields_back = [Message._meta.get_field(c) for c in returning]
+    columns = [str(f.column) for f in fields_back if isinstance(f, models.Field)] or ["id"]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {_TABLE} SET {', '.join(sets)} WHERE id IN ({_marks(group)}) AND status = %s",  # noqa: S608 - model names
-            [*params, *group, from_status],
-        )
-        return cursor.rowcount
+        # RETURNING: PostgreSQL, and SQLite from 3.35 (required, gateway.settings).
+        cursor.execute(f"{sql} RETURNING {', '.join(columns)}", [*params, *group, from_status])
+        return [
+            tuple(from_db(f, v) for f, v in zip(fields_back, row, strict=False))
+            for row in cursor.fetchall()
+        ]
 
 
 def _write_history(
@@ -272,12 +287,14 @@ def _move(
     per_message: Mapping[int, dict[str, Any]] | None = None,
     where: Q | None = None,
     locked: Mapping[int, LockedRow] | None = None,
+    joined: bool = False,
 ) -> MoveResult:
     """move(), plus: ``where``, a condition the rows must meet at the moment of the move;
     ``extra``, more columns set in the same UPDATE; ``per_message``, columns set per
     message (CASE on the id, still one UPDATE); ``locked``, the rows as the caller read
-    them under lock in its own transaction (locked_rows_sql), not read again. Only this
-    module's verbs pass them."""
+    them under lock in its own transaction (locked_rows_sql), not read again; ``joined``,
+    run in the caller's transaction without a savepoint of its own (an error fails the
+    caller's whole transaction). Only this module's verbs pass them."""
     target = Status(target)
     sources = set(LEGAL_SOURCES.get(target, ()))
     if only_from is not None:
@@ -294,7 +311,7 @@ def _move(
             "rows read under lock need no condition and the transaction that locked them"
         )
     # With the caller's locked rows the caller's transaction is this move's.
-    with transaction.atomic(savepoint=locked is None):
+    with transaction.atomic(savepoint=locked is None and not joined):
         # Locked in id order, so two concurrent moves of overlapping sets cannot deadlock.
         if locked is not None:
             locked_rows = [
@@ -312,12 +329,10 @@ def _move(
                 scoped = scoped.filter(account=account)
             if device is not None:
                 scoped = scoped.filter(device=device)
-            listened = RawSQL(webhooks.status_listened_sql(_TABLE), (), BooleanField())  # noqa: S611
             locked_rows = list(
-                scoped.select_for_update(of=("self",))
-                .annotate(listened=listened)
+                lockable(scoped.select_for_update(of=("self",)))
                 .order_by("id")
-                .values_list("id", "status", "newsletter_id", "account_id", "device_id", "listened")
+                .values_list(*LOCKED_COLUMNS)
             )
         rows = {r[0]: r for r in locked_rows}
         current = {message_id: row[1] for message_id, row in rows.items()}
@@ -334,13 +349,21 @@ def _move(
                 result.rejected.append(message_id)
         fields, first_time = _fields_for(target, now, detail)
         history: list[tuple[int, int]] = []  # (message, from status)
+        spans: list[tuple[Any, ...]] = []  # the times a latency metric is taken between
         for from_status, group in by_source.items():
             updated = _update_rows(
-                group, from_status, {**fields, **(extra or {})}, first_time, per_message
+                group,
+                from_status,
+                {**fields, **(extra or {})},
+                first_time,
+                per_message,
+                returning=_LATENCY_SPANS.get(target, ()),
             )
+            if target in _LATENCY_SPANS:
+                spans += updated
             # The rows are locked, so the compare-and-set cannot miss; if it ever did, the
             # history would lie, and that is worth failing the transaction for.
-            if updated != len(group):
+            if len(updated) != len(group):
                 raise RuntimeError(f"status of messages {group} changed under a row lock")
             _write_history(group, from_status, target, now, source, detail)
             result.moved.extend(group)
@@ -358,34 +381,30 @@ def _move(
         if target == Status.CANCELLED and history:
             _tell_phones_of_cancels([message_id for message_id, _ in history])
         if history:
-            _count(target, [rows[message_id][3] for message_id, _ in history], result.moved)
+            _count(target, [rows[message_id][3] for message_id, _ in history], spans)
     result.moved.sort()
     if result.moved:
         log.info("moved %d message(s) to %s (%s)", len(result.moved), target.name, source)
     return result
 
 
-def _count(target: Status, accounts: list[int], moved: list[int]) -> None:
-    """The moves for the metrics (gateway.metrics), with the latencies of sent/delivered."""
-    spans: list[tuple[datetime, datetime]] = []
-    if target == Status.SENT:
-        spans = [
-            (created, sent)
-            for created, sent in Message.objects.filter(id__in=moved).values_list(
-                "created_at", "sent_at"
-            )
-            if sent is not None
-        ]
-    elif target == Status.DELIVERED:
-        # Only where "sent" came first: a delivery report alone sets both times at once.
-        spans = [
-            (sent, delivered)
-            for sent, delivered in Message.objects.filter(id__in=moved).values_list(
-                "sent_at", "delivered_at"
-            )
-            if sent is not None and delivered is not None and sent < delivered
-        ]
-    metrics.status_changed(target.name.lower(), Counter(accounts), spans)
+# Per status moved to: the two times its latency metric spans, as the move leaves them.
+_LATENCY_SPANS = {
+    Status.SENT: ("created_at", "sent_at"),
+    Status.DELIVERED: ("sent_at", "delivered_at"),
+}
+
+
+def _count(target: Status, accounts: list[int], spans: list[tuple[Any, ...]]) -> None:
+    """The moves for the metrics (gateway.metrics), with the latencies of sent/delivered
+    (``spans``: each moved message's _LATENCY_SPANS)."""
+    # Only where "sent" came first: a delivery report alone sets both times at once.
+    latencies = [
+        (start, end)
+        for start, end in spans
+        if start is not None and end is not None and (target != Status.DELIVERED or start < end)
+    ]
+    metrics.status_changed(target.name.lower(), Counter(accounts), latencies)
 
 
 def _tell_phones_of_cancels(message_ids: list[int]) -> None:
@@ -422,12 +441,14 @@ def lease(
     lease_id: uuid.UUID,
     *,
     source: str,
+    locked: Mapping[int, LockedRow] | None = None,
 ) -> list[int]:
     """Lease waiting messages of this device to one poll: NEW -> TAKEN under ``lease_id``.
 
     ``claims`` maps each message to its paced not-before time and its lease expiry. A
-    message no longer NEW (cancelled, taken meanwhile) is left alone. Returns the ids
-    leased, in id order.
+    message no longer NEW (cancelled, taken meanwhile) is left alone. ``locked``: the
+    claimed rows as the caller's transaction read them under lock (``lockable``), not read
+    again. Returns the ids leased, in id order.
     """
     per_message = {
         message_id: {"not_before_at": not_before, "lease_expires_at": expires}
@@ -441,6 +462,7 @@ def lease(
         per_message=per_message,
         extra={"lease_id": lease_id},
         source=source,
+        locked=locked,
     ).moved
 
 
@@ -608,11 +630,19 @@ def record_outcomes(
     Answers, per item, "applied", "unchanged" (it had happened: in an earlier call, or
     earlier in this batch) or "refused" (another device's or no message, not an outcome,
     or a move the lifecycle forbids, such as "sent" after "delivered"). Consecutive items
-    of the same kind share one move.
+    of the same kind share one move, and all of them one transaction (the caller's, if it
+    has one).
     """
-    results: list[str] = []
     if locked is not None and len({o.message_id for o in outcomes}) != len(outcomes):
         locked = None  # a second move of a message must see what the first one did
+    with transaction.atomic(savepoint=False):
+        return _record_outcomes(device, outcomes, locked)
+
+
+def _record_outcomes(
+    device: Device, outcomes: Sequence[Outcome], locked: Mapping[int, LockedRow] | None
+) -> list[str]:
+    results: list[str] = []
     for (target, error), group in groupby(outcomes, key=lambda o: (o.status, o.error)):
         items = list(group)
         if target not in OUTCOMES:
@@ -627,6 +657,7 @@ def record_outcomes(
             per_message=parts or None,
             source=f"device {device.pk}",
             locked=locked,
+            joined=True,
         )
         applied, unchanged = set(moved.moved), set(moved.unchanged)
         for item in items:
