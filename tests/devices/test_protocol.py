@@ -395,6 +395,36 @@ def test_an_empty_poll_only_reads(paired):
     assert writes == []
 
 
+def test_a_cycle_costs_the_same_few_statements_whatever_the_batch(paired):
+    """Poll, confirm and report of 50 SMS: a fixed number of statements (what a phone's
+    cycle costs the database), none per message; the answers stay exact."""
+    device, _ = paired(batch_size=50, segments_per_minute=1000, delay_between_sms=None)
+    SimSlot.objects.filter(device=device).update(next_send_at=None)
+    sms = [messaging.OutgoingSms(device.pk, f"+4915752982{i:03d}", "hi") for i in range(50)]
+    messaging.submit(device.account, sms)
+    with CaptureQueriesContext(connection) as polled:
+        result = handoff.poll(device)
+    ids = [m.id for m in result.messages]
+    assert len(ids) == 50
+    assert handoff.confirm(device, ids, result.lease_id).confirmed == sorted(ids)
+    outcomes = [lifecycle.Outcome(i, Status.SENT, parts=1) for i in ids]
+    outcomes += [lifecycle.Outcome(i, Status.DELIVERED) for i in ids]
+    outcomes.append(lifecycle.Outcome(ids[0], Status.SENT))  # after delivered: refused
+    with CaptureQueriesContext(connection) as reported:
+        answers = handoff.report(device, outcomes)
+    assert [(a.result, a.status) for a in answers] == (
+        [("applied", Status.DELIVERED)] * 100 + [("refused", Status.DELIVERED)]
+    )
+    assert set(Message.objects.filter(id__in=ids).values_list("status", flat=True)) == {
+        Status.DELIVERED
+    }
+    # poll: slots, open leases, notices, due?, begin, slots locked, claims, pacing, lease,
+    # history, commit; report: begin, and per move its rows, update and history, commit,
+    # the refused item's status.
+    assert len(polled) <= 11, [q["sql"][:80] for q in polled]
+    assert len(reported) <= 10, [q["sql"][:80] for q in reported]
+
+
 def test_heartbeat_writes_last_seen_at_most_every_few_seconds(paired):
     device, _ = paired()
     Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now() - timedelta(minutes=5))
